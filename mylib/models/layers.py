@@ -1,0 +1,93 @@
+"""Building blocks shared by the Xception backbone and the DeepLab head.
+
+Every convolution of DeepLab v3+ (Xception-65) is a bias-free convolution followed by batch norm
+(slim's `conv2d` / `separable_conv2d` under a batch-norm arg scope), except the two logits layers.
+A separable convolution is a depthwise 3x3 + BN, then a pointwise 1x1 + BN, as two layers with their
+own BN (the official `_split_separable_conv2d`).
+"""
+from mxnet.gluon import nn
+
+# Official batch-norm settings. The backbone uses `xception_arg_scope` (decay 0.9997, epsilon 1e-3);
+# image pooling, ASPP, projection and decoder use model.py's (decay 0.9997, epsilon 1e-5).
+BN_MOMENTUM = 0.9997
+BACKBONE_BN_EPSILON = 1e-3
+HEAD_BN_EPSILON = 1e-5
+
+
+def same_padding(kernel_size, rate=1):
+    """Padding (on each side) that the official graph applies to a `kernel_size` conv at `rate`.
+
+    Stride-1 convolutions use TF 'SAME': total padding k_eff - 1 with k_eff = k + (k - 1)(rate - 1).
+    Strided convolutions use the official `fixed_padding` instead of 'SAME': (k_eff - 1) // 2 before
+    and the rest after, then 'VALID'. For the odd kernels of this network (1 and 3) both are
+    k_eff // 2 on each side, which is MXNet's symmetric `pad`. (TF's own 'SAME' with stride 2 would pad
+    (0, 1) on even inputs; the official code avoids it and so do we.)
+    """
+    effective = kernel_size + (kernel_size - 1) * (rate - 1)
+    if effective % 2 == 0:
+        raise ValueError('even kernels pad asymmetrically; this network has none (kernel %d, rate %d)'
+                         % (kernel_size, rate))
+    return effective // 2
+
+
+class ConvBN(nn.HybridBlock):
+    """Bias-free convolution, batch norm, and optionally ReLU (NCHW in, NCHW out).
+
+    `groups=in_channels` (with `channels=in_channels`) makes it the depthwise half of a separable
+    convolution. `norm_layer` builds the batch norm (`nn.BatchNorm`, or `SyncBatchNorm` for several
+    devices); it is called with `in_channels`, `epsilon` and `momentum`.
+    """
+
+    def __init__(self, in_channels, channels, kernel_size=1, stride=1, rate=1, groups=1, relu=True,
+                 bn_epsilon=HEAD_BN_EPSILON, norm_layer=nn.BatchNorm, **kwargs):
+        super().__init__(**kwargs)
+        self.relu = relu
+        with self.name_scope():
+            self.conv = nn.Conv2D(channels, kernel_size, strides=stride,
+                                  padding=same_padding(kernel_size, rate), dilation=rate,
+                                  groups=groups, use_bias=False, in_channels=in_channels)
+            self.bn = norm_layer(in_channels=channels, epsilon=bn_epsilon, momentum=BN_MOMENTUM)
+
+    def hybrid_forward(self, F, x):
+        x = self.bn(self.conv(x))
+        return F.relu(x) if self.relu else x
+
+
+class SeparableConv(nn.HybridBlock):
+    """Depthwise 3x3 conv + BN, then pointwise 1x1 conv + BN, each optionally followed by ReLU.
+
+    `relu=True` is the head's form and Xception's exit block 2 (ReLU after each BN); `relu=False`
+    is the other Xception units, which apply ReLU to the input instead (see `XceptionUnit`).
+    The stride and the atrous rate are the depthwise convolution's.
+    """
+
+    def __init__(self, in_channels, channels, stride=1, rate=1, relu=True, bn_epsilon=HEAD_BN_EPSILON,
+                 norm_layer=nn.BatchNorm, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.depthwise = ConvBN(in_channels, in_channels, 3, stride=stride, rate=rate,
+                                    groups=in_channels, relu=relu, bn_epsilon=bn_epsilon,
+                                    norm_layer=norm_layer)
+            self.pointwise = ConvBN(in_channels, channels, 1, relu=relu, bn_epsilon=bn_epsilon,
+                                    norm_layer=norm_layer)
+
+    def hybrid_forward(self, F, x):
+        return self.pointwise(self.depthwise(x))
+
+
+def resize_like(F, x, reference):
+    """Bilinear resize of `x` (NCHW) to the height and width of `reference`, corners aligned.
+
+    This is the official `_resize_bilinear` (tf.image.resize_bilinear, align_corners=True). The
+    official targets `int((size - 1) * scale + 1)` equal the sizes the strided convolutions produce,
+    so taking the size from the tensor that `x` is combined with is the same thing for any input.
+    """
+    return F.contrib.BilinearResize2D(x, like=reference, mode='like', align_corners=True)
+
+
+def normalize_pixels(x):
+    """RGB pixel values in [0, 255] to [-1, 1], as the official `_preprocess_zero_mean_unit_range`.
+
+    The padding value of the official evaluation, the mean pixel 127.5, becomes 0.
+    """
+    return x * (2.0 / 255.0) - 1.0

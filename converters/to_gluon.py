@@ -1,0 +1,138 @@
+"""Stage 2: map a .h5 of TF-named arrays (stage 1) onto Gluon parameters. Needs mxnet, not TensorFlow.
+
+Strict accounting: every model tensor of the file is used exactly once, every Gluon parameter is
+filled, optimizer slots and training state are skipped by rule and counted; anything missing,
+unexpected or of the wrong shape stops the conversion with an error naming the tensor.
+"""
+import json
+import os
+
+import numpy as np
+from tqdm import tqdm
+
+from converters.mapping import ConversionError, detect_architecture, skip_reason, table_for, to_gluon_layout
+from mylib.fileio import atomic_path, write_json
+
+CONVERTER_VERSION = 1
+
+
+def build_model(architecture):
+    """The mylib network whose parameters an Architecture's checkpoint fills."""
+    from mylib import DeepLabV3Plus, Xception65
+    if architecture.kind == 'xception65_imagenet':
+        return Xception65(num_classes=architecture.num_classes)
+    if architecture.num_atrous != 3:
+        raise ConversionError('DeepLab checkpoint with %d ASPP rate branches (aspp1...); the official '
+                              'Xception-65 releases have 3' % architecture.num_atrous)
+    return DeepLabV3Plus(num_classes=architecture.num_classes, decoder=architecture.decoder)
+
+
+def _list_arrays(h5):
+    """{TF name: h5 dataset} for every dataset of the file."""
+    import h5py
+    datasets = {}
+    h5.visititems(lambda name, item: datasets.__setitem__(name, item)
+                  if isinstance(item, h5py.Dataset) else None)
+    return datasets
+
+
+def _name_list(names, limit=5):
+    names = sorted(names)
+    return ', '.join(names[:limit]) + (' and %d more' % (len(names) - limit) if len(names) > limit else '')
+
+
+def account(table, datasets):
+    """Check the file's tensors against the table in both directions; return the skipped ones.
+
+    Returns {reason: [names]} of the tensors skipped by rule. Raises ConversionError naming the
+    missing or unexpected tensors.
+    """
+    skipped, model_names = {}, set()
+    for name in datasets:
+        reason = skip_reason(name)
+        if reason:
+            skipped.setdefault(reason, []).append(name)
+        else:
+            model_names.add(name)
+    missing = set(table) - model_names
+    unexpected = model_names - set(table)
+    if missing:
+        raise ConversionError('checkpoint is missing %d tensor(s) of the model: %s'
+                              % (len(missing), _name_list(missing)))
+    if unexpected:
+        raise ConversionError('checkpoint has %d tensor(s) that the model does not have: %s'
+                              % (len(unexpected), _name_list(unexpected)))
+    return skipped
+
+
+def convert_h5(h5_path, params_path, progress=True):
+    """Convert a stage-1 .h5 into Gluon parameters at `params_path` (+ a JSON beside it).
+
+    Returns the metadata written to the JSON: kind, classes, source and its sha256, tensor counts.
+    Both files are written atomically; nothing is left on error.
+    """
+    import h5py
+    import mxnet as mx
+    try:
+        h5 = h5py.File(h5_path, 'r')
+    except OSError as error:
+        raise ConversionError('%s: not a readable .h5 file (%s)' % (h5_path, error)) from None
+    with h5:
+        datasets = _list_arrays(h5)
+        shapes = {name: dataset.shape for name, dataset in datasets.items() if not skip_reason(name)}
+        architecture = detect_architecture(shapes)
+        table = table_for(architecture)
+        model = build_model(architecture)
+        expected = {name: param.shape for name, param in model._collect_params_with_prefix().items()}
+        homes = [gluon_name for gluon_name, _ in table.values()]
+        if sorted(homes) != sorted(expected):  # the table and the network disagree: a bug here
+            raise AssertionError('mapping table does not cover the Gluon parameters exactly: %s'
+                                 % _name_list(set(homes) ^ set(expected)))
+        skipped = account(table, datasets)
+        arrays = {}
+        for tf_name, (gluon_name, layout) in tqdm(table.items(), desc='mapping to Gluon', unit='tensor',
+                                                  disable=not progress):
+            array = to_gluon_layout(np.asarray(datasets[tf_name][()]), layout)
+            if array.shape != expected[gluon_name]:
+                raise ConversionError('tensor %s has shape %s; %s needs %s (after layout change)'
+                                      % (tf_name, tuple(datasets[tf_name].shape), gluon_name,
+                                         expected[gluon_name]))
+            if not np.issubdtype(array.dtype, np.floating):
+                raise ConversionError('tensor %s has dtype %s, not floating point' % (tf_name, array.dtype))
+            arrays[gluon_name] = mx.nd.array(array, dtype='float32')
+        attributes = dict(h5.attrs)
+    with atomic_path(params_path) as temporary:
+        mx.nd.save(temporary, arrays)
+        model.load_parameters(temporary)  # proves the file loads as it is, strictly
+    metadata = {
+        'kind': architecture.kind,
+        'num_classes': architecture.num_classes,
+        'decoder': architecture.decoder,
+        'load_with': ('Xception65(num_classes=%d)' % architecture.num_classes
+                      if architecture.kind == 'xception65_imagenet' else
+                      'DeepLabV3Plus(num_classes=%d%s)'
+                      % (architecture.num_classes, '' if architecture.decoder else ', decoder=False')),
+        'source': str(attributes.get('source', os.path.abspath(h5_path))),
+        'source_files': json.loads(attributes.get('source_files', '[]')),
+        'tensors': _tensor_counts(len(table), skipped, json.loads(attributes.get('skipped', '{}'))),
+        'parameters': len(arrays),
+        'values': int(sum(array.size for array in arrays.values())),
+        'converter_version': CONVERTER_VERSION,
+    }
+    write_json(metadata_path(params_path), metadata)
+    return metadata
+
+
+def _tensor_counts(converted, skipped_here, skipped_in_reading):
+    """{'read', 'converted', 'skipped': {reason: count}} over both stages."""
+    skipped = {}
+    for group in (skipped_in_reading, skipped_here):
+        for reason, names in group.items():
+            skipped[reason] = skipped.get(reason, 0) + len(names)
+    return {'read': converted + sum(skipped.values()), 'converted': converted, 'skipped': skipped}
+
+
+def metadata_path(params_path):
+    """The JSON written beside a converted `.params` file: `model.params` -> `model.json`."""
+    root, extension = os.path.splitext(os.fspath(params_path))
+    return (root if extension == '.params' else os.fspath(params_path)) + '.json'

@@ -5,7 +5,7 @@ import pytest
 from mxnet import autograd
 
 from mylib import DeepLabV3Plus, Xception65
-from mylib.models import XCEPTION_65, unit_plan
+from mylib.models import XCEPTION_65, DecoderLogits, unit_plan
 
 OFFICIAL_PARAMETER_COUNT = 41258213  # reference README: the 21-class official graph
 OFFICIAL_VARIABLE_COUNT = 732
@@ -80,7 +80,7 @@ def test_output_shapes_for_odd_and_even_sizes(output_stride, size):
     x = random_image(*size)
     assert net(x).shape == (1, 5) + size
     # stride-4 logits and features have the sizes of the official scale_dimension: ceil(n / stride)
-    assert net.decoder_logits(x).shape == (1, 5) + tuple(-(-n // 4) for n in size)
+    assert DecoderLogits(net)(x).shape == (1, 5) + tuple(-(-n // 4) for n in size)
     skip, features = net.backbone(x)
     assert features.shape == (1, 2048) + tuple(-(-n // output_stride) for n in size)
     assert skip.shape == (1, 256) + tuple(-(-n // 4) for n in size)
@@ -117,7 +117,7 @@ def test_deeplab_v3_without_decoder():
     net = initialized(DeepLabV3Plus(num_classes=6, decoder=False))
     x = random_image(65, 81)
     assert net(x).shape == (1, 6, 65, 81)
-    assert net.decoder_logits(x).shape == (1, 6, 5, 6)  # at the output stride, 16
+    assert DecoderLogits(net)(x).shape == (1, 6, 5, 6)  # at the output stride, 16
     names = net._collect_params_with_prefix()
     assert not any(name.startswith('decoder.') for name in names)
 

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from conftest import PHOTOS, REFERENCE, official_outputs, padded_input
 
+from mylib import DeepLabV3Plus
+from mylib.inference import LogitsRunner
+
 LOGIT_TOLERANCE = 1e-3  # of max |official logit|, everywhere
 LABEL_AGREEMENT = 0.999
 
@@ -35,9 +38,13 @@ def test_logits_and_labels_match_official_graph(reference_net, photo):
     assert agreement >= LABEL_AGREEMENT, 'labels agree on only %.4f %% of pixels' % (100 * agreement)
 
 
-def test_decoder_logits_match_official_merged_logits(reference_net):
-    official = official_outputs('chelsea')
-    logits = reference_net.decoder_logits(padded_input(official['input_uint8'])).asnumpy()
+@pytest.mark.parametrize('fuse', [False, True], ids=['hybridized', 'oneDNN-fused'])
+def test_stride4_logits_match_official_merged_logits(converted_reference, fuse):
+    """The inference runner (plain, and fused by oneDNN as evaluation and the bench use it)."""
+    net = DeepLabV3Plus(num_classes=21)
+    net.load_parameters(str(converted_reference[0]))
+    official = official_outputs('coffee')
+    logits = LogitsRunner(net, fuse=fuse)(padded_input(official['input_uint8'])).asnumpy()
     expected = official['merged_logits'].transpose(0, 3, 1, 2)
     assert logits.shape == expected.shape == (1, 21, 129, 129)
     assert np.abs(logits - expected).max() <= LOGIT_TOLERANCE * np.abs(expected).max()

@@ -35,7 +35,7 @@ class ASPP(nn.HybridBlock):
             self.dropout = nn.Dropout(0.1)  # official concat_projection_dropout: keep_prob=0.9
 
     def hybrid_forward(self, F, x):
-        pooled = self.image_pooling(F.mean(x, axis=(2, 3), keepdims=True))
+        pooled = self.image_pooling(F.Pooling(x, kernel=(1, 1), global_pool=True, pool_type='avg'))
         branches = [F.broadcast_like(pooled, x, lhs_axes=(2, 3), rhs_axes=(2, 3)), self.aspp0(x)]
         branches += [branch(x) for branch in self.atrous_branches]
         return self.dropout(self.projection(F.concat(*branches, dim=1)))
@@ -63,7 +63,7 @@ class DeepLabV3Plus(nn.HybridBlock):
 
     Input: NCHW float32 RGB pixel values in [0, 255], any height and width (normalised inside, as the
     official graph). Output: logits NCHW at the input's size (bilinear, corners aligned).
-    `decoder_logits(x)` gives them before that final upsampling (stride 4; the output stride when
+    `DecoderLogits(net)` gives them before that final upsampling (stride 4; the output stride when
     `decoder=False`, which is DeepLab v3).
 
     output_stride: 8 or 16 (the same weights serve both). atrous_rates: the ASPP rates; by default
@@ -89,16 +89,27 @@ class DeepLabV3Plus(nn.HybridBlock):
             self.logits = nn.Conv2D(num_classes, 1, in_channels=HEAD_DEPTH)
 
     def hybrid_forward(self, F, x):
-        return resize_like(F, self._decoder_logits(F, x), x)
+        return resize_like(F, self.logits_graph(F, x), x)
 
-    def decoder_logits(self, x):
-        """Logits (NCHW NDArray) before the final upsampling, for an NDArray input as `forward`'s."""
-        from mxnet import ndarray
-        return self._decoder_logits(ndarray, x)
-
-    def _decoder_logits(self, F, x):
+    def logits_graph(self, F, x):
+        """The network up to its logits, before the final upsampling (`F`: mx.nd or mx.sym)."""
         skip, features = self.backbone(normalize_pixels(x))
         x = self.aspp(features)
         if self.decoder is not None:
             x = self.decoder(x, skip)
         return self.logits(x)
+
+
+class DecoderLogits(nn.HybridBlock):
+    """A view of a DeepLabV3Plus that outputs its logits before the final upsampling.
+
+    Same input as the model; output NCHW at stride 4 (at the output stride without a decoder), as the
+    official `merged_logits`. It shares the model's parameters, and can be hybridized on its own.
+    """
+
+    def __init__(self, net, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+
+    def hybrid_forward(self, F, x):
+        return self.net.logits_graph(F, x)

@@ -50,7 +50,7 @@ class ConvBN(nn.HybridBlock):
 
     def hybrid_forward(self, F, x):
         x = self.bn(self.conv(x))
-        return F.relu(x) if self.relu else x
+        return F.Activation(x, act_type='relu') if self.relu else x
 
 
 class SeparableConv(nn.HybridBlock):

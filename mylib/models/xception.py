@@ -91,7 +91,7 @@ class XceptionUnit(nn.HybridBlock):
     def hybrid_forward(self, F, x):
         residual, skip = x, None
         for index, separable_conv in enumerate(self.separable_convs):
-            residual = separable_conv(F.relu(residual) if self.relu_before else residual)
+            residual = separable_conv(F.Activation(residual, act_type='relu') if self.relu_before else residual)
             skip = residual if index == 1 else skip
         if self.shortcut_type == 'conv':
             residual = residual + self.shortcut(x)

@@ -1,0 +1,114 @@
+"""Inference as the official DeepLab evaluation does it: padding, multi-scale + flip, `predict`.
+
+The official `predict_labels_multi_scale` (research/deeplab/model.py):
+  - the image is padded at the bottom and right to the crop (513 x 513) with the mean pixel 127.5;
+  - for each scale s the padded crop is resized (bilinear, corners aligned) to int((513 - 1) * s + 1)
+    per side, and the network's stride-4 logits are resized to int((513 - 1) * max(1, s) / 4 + 1),
+    then to the crop;
+  - the flip branch flips the padded crop left-right, and flips its logits back;
+  - the softmax of every branch is averaged; the label is the argmax.
+"""
+import mxnet as mx
+import numpy as np
+
+from .models import DecoderLogits
+
+MEAN_PIXEL = 127.5  # official: the padding value, 0 after the network's normalisation
+DEFAULT_CROP = (513, 513)
+
+
+def scale_dimension(size, scale):
+    """The official `scale_dimension`: int((size - 1) * scale + 1)."""
+    return int((float(size) - 1.0) * scale + 1.0)
+
+
+def resize(x, size):
+    """Bilinear resize of NCHW `x` to `size` (height, width), corners aligned (tf resize_bilinear)."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return mx.nd.contrib.BilinearResize2D(x, height=int(size[0]), width=int(size[1]), align_corners=True)
+
+
+def uses_onednn(ctx):
+    return ctx.device_type == 'cpu' and mx.runtime.Features().is_enabled('MKLDNN')
+
+
+class LogitsRunner:
+    """Runs a DeepLabV3Plus for inference and returns its stride-4 logits (NCHW NDArray).
+
+    The graph is built once on the first call: hybridized with static memory, and on a CPU with
+    oneDNN also fused (convolution + batch norm + ReLU + sum, exact to about 1e-5 of the logits).
+    The input may change size between calls. `fuse=False` keeps MXNet's plain operators.
+    """
+
+    def __init__(self, net, fuse=True):
+        self.view = DecoderLogits(net)
+        self.fuse = fuse
+        self.ready = False
+
+    def __call__(self, x):
+        if not self.ready:
+            if self.fuse and uses_onednn(x.context):
+                self.view.optimize_for(x, backend='MKLDNN', static_alloc=True, static_shape=True)
+            else:
+                self.view.hybridize(static_alloc=True, static_shape=True)
+            self.ready = True
+        return self.view(x)
+
+
+def pad_to_crop(image, crop_size=DEFAULT_CROP, value=MEAN_PIXEL):
+    """H x W x 3 uint8 RGB -> 3 x Hc x Wc float32, padded at the bottom and right with `value`.
+
+    The crop grows to the image where the image is larger (then nothing is resized).
+    """
+    height, width = image.shape[:2]
+    canvas = np.full((3, max(crop_size[0], height), max(crop_size[1], width)), value, np.float32)
+    canvas[:, :height, :width] = np.asarray(image, np.float32).transpose(2, 0, 1)
+    return canvas
+
+
+def branch_sizes(canvas_size, scale, logits_stride=4):
+    """(network input size, intermediate logits size) of one scale, as the official evaluation."""
+    scaled = tuple(scale_dimension(side, scale) for side in canvas_size)
+    logits = tuple(scale_dimension(side, max(1.0, scale) / logits_stride) for side in canvas_size)
+    return scaled, logits
+
+
+def average_probabilities(runner, canvases, scales=(1.0,), flip=False):
+    """Mean softmax over all scales and flips: N x C x Hc x Wc NDArray, for N x 3 x Hc x Wc canvases.
+
+    `canvases` are padded images (pixel values 0-255) on the device the runner's network is on.
+    """
+    canvas_size = canvases.shape[2:]
+    logits_stride = 4 if runner.view.net.decoder is not None else runner.view.net.output_stride
+    total, branches = None, 0
+    for scale in scales:
+        scaled_size, logits_size = branch_sizes(canvas_size, scale, logits_stride)
+        scaled = resize(canvases, scaled_size) if scale != 1.0 else canvases
+        for flipped in ((False, True) if flip else (False,)):
+            inputs = mx.nd.flip(scaled, axis=3) if flipped else scaled
+            logits = resize(runner(inputs), logits_size)
+            if flipped:
+                logits = mx.nd.flip(logits, axis=3)
+            probabilities = mx.nd.softmax(resize(logits, canvas_size), axis=1)
+            total = probabilities if total is None else total + probabilities
+            branches += 1
+    return total / branches
+
+
+def predict(net, image, scales=(1.0,), flip=False, crop_size=DEFAULT_CROP, runner=None):
+    """Segment one image as the official evaluation does.
+
+    image: H x W x 3 uint8 RGB (no larger than `crop_size`, or the crop grows to it).
+    Returns (labels H x W int64, probabilities C x H x W float32 averaged over scales and flips).
+    Pass a `LogitsRunner(net)` as `runner` to reuse its built graph over many calls.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError('predict takes an H x W x 3 RGB image, not an array of shape %s' % (image.shape,))
+    runner = runner or LogitsRunner(net)
+    ctx = next(iter(net.collect_params().values())).list_ctx()[0]
+    canvas = mx.nd.array(pad_to_crop(image, crop_size)[None], ctx=ctx)
+    probabilities = average_probabilities(runner, canvas, scales, flip)[0].asnumpy()
+    probabilities = probabilities[:, :image.shape[0], :image.shape[1]]
+    return probabilities.argmax(axis=0), probabilities

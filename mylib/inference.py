@@ -39,6 +39,9 @@ class LogitsRunner:
     The graph is built once on the first call: hybridized with static memory, and on a CPU with
     oneDNN also fused (convolution + batch norm + ReLU + sum, exact to about 1e-5 of the logits).
     The input may change size between calls. `fuse=False` keeps MXNet's plain operators.
+
+    The fused graph folds the batch norms into the convolution weights when it is built: after the
+    network's parameters change (training), build a new runner (the plain graph follows updates).
     """
 
     def __init__(self, net, fuse=True):

@@ -62,6 +62,23 @@ def padded_input(image, value=127.5):
     return mx.nd.array(canvas.transpose(2, 0, 1)[None])
 
 
+def initialized(net, seed=0):
+    """`net` with random weights and batch-norm statistics that keep activations of order 1."""
+    import mxnet as mx
+    mx.random.seed(seed)
+    net.initialize(mx.init.MSRAPrelu(factor_type='in', slope=0))
+    rng = np.random.default_rng(seed)
+    for name, param in net._collect_params_with_prefix().items():
+        leaf = name.rsplit('.', 1)[-1]
+        draw = {'gamma': lambda s: rng.uniform(0.5, 1.5, s), 'beta': lambda s: rng.normal(0, 0.2, s),
+                'running_mean': lambda s: rng.normal(0, 0.2, s), 'running_var': lambda s: rng.uniform(0.5, 2, s),
+                'bias': lambda s: rng.normal(0, 0.1, s)}.get(leaf)
+        if draw:
+            param.set_data(mx.nd.array(draw(param.shape)))
+    return net
+
+
+
 @pytest.fixture(scope='session')
 def reference_checkpoint(tmp_path_factory):
     """The TF checkpoint of ../shared/reference, made with its own recipe (about 10 s, 350 MB)."""

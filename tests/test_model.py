@@ -2,6 +2,7 @@
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import initialized
 from mxnet import autograd
 
 from mylib import DeepLabV3Plus, Xception65
@@ -9,21 +10,6 @@ from mylib.models import XCEPTION_65, DecoderLogits, unit_plan
 
 OFFICIAL_PARAMETER_COUNT = 41258213  # reference README: the 21-class official graph
 OFFICIAL_VARIABLE_COUNT = 732
-
-
-def initialized(net, seed=0):
-    """`net` with random weights and batch-norm statistics that keep activations of order 1."""
-    mx.random.seed(seed)
-    net.initialize(mx.init.MSRAPrelu(factor_type='in', slope=0))
-    rng = np.random.default_rng(seed)
-    for name, param in net._collect_params_with_prefix().items():
-        leaf = name.rsplit('.', 1)[-1]
-        draw = {'gamma': lambda s: rng.uniform(0.5, 1.5, s), 'beta': lambda s: rng.normal(0, 0.2, s),
-                'running_mean': lambda s: rng.normal(0, 0.2, s), 'running_var': lambda s: rng.uniform(0.5, 2, s),
-                'bias': lambda s: rng.normal(0, 0.1, s)}.get(leaf)
-        if draw:
-            param.set_data(mx.nd.array(draw(param.shape)))
-    return net
 
 
 def random_image(height, width, batch=1, seed=0):

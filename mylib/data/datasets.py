@@ -1,0 +1,316 @@
+"""Segmentation datasets as raw arrays: PASCAL VOC 2012 (+ SBD train_aug), Cityscapes, ADE20K, a folder.
+
+Every dataset is a gluon Dataset whose item i is (image H x W x 3 uint8 RGB, label H x W uint8 with
+255 = ignore), unresized and untransformed. Labels are checked on reading: every value must be a
+class (0 .. num_classes - 1) or 255, else DatasetError names the file and the values.
+
+Folder layouts and default roots are gluoncv's (gluoncv.data VOCSegmentation, VOCAugSegmentation,
+CitySegmentation, ADE20KSegmentation and its scripts/datasets/*.py), but the file lists are built here:
+gluoncv's classes read VOC trainval.txt for split 'train', SBD train+val (with ~500 VOC val images)
+for VOCAug 'train', list folders in no fixed order, and fail with bare asserts.
+"""
+import os
+from collections import namedtuple
+from types import MappingProxyType
+
+import cv2
+import numpy as np
+import scipy.io
+from mxnet import gluon
+from PIL import Image
+
+IGNORE_LABEL = 255  # official ignore_label (VOC, Cityscapes); ADE20K's 0 is mapped to it
+
+
+class DatasetError(Exception):
+    """A dataset that is missing, incomplete, or holds a bad file: the message says which and how to fix it."""
+
+
+DatasetInfo = namedtuple('DatasetInfo', 'name num_classes crop_size default_root splits how_to_get')
+
+# num_classes and crop_size: official DeepLab flags (train.py / eval.py, local_test*.sh, g3doc); for
+# Cityscapes 1025 x 2049 is the evaluation crop (the official training crop is 769 x 769).
+# default_root: gluoncv's default `root` of the matching dataset class (checked in tests/test_data.py).
+DATASETS = MappingProxyType({
+    'voc': DatasetInfo(
+        'voc', 21, (513, 513), os.path.expanduser('~/.mxnet/datasets/voc'), ('train', 'val', 'trainval', 'train_aug'),
+        "Run gluoncv's scripts/datasets/pascal_voc.py (it puts VOC2012/ and the SBD as VOCaug/ under "
+        "~/.mxnet/datasets/voc), or pass --data-root DIR where DIR holds VOC2012/ (and VOCaug/ for train_aug)."),
+    'cityscapes': DatasetInfo(
+        'cityscapes', 19, (1025, 2049), os.path.expanduser('~/.mxnet/datasets/citys'), ('train', 'val'),
+        'Download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from cityscapes-dataset.com (login '
+        'needed) and unzip both into ~/.mxnet/datasets/citys, or pass --data-root DIR where DIR holds '
+        'leftImg8bit/ and gtFine/.'),
+    'ade20k': DatasetInfo(
+        'ade20k', 151, (513, 513), os.path.expanduser('~/.mxnet/datasets/ade'), ('train', 'val'),
+        "Run gluoncv's scripts/datasets/ade20k.py (it unzips ADEChallengeData2016.zip into ~/.mxnet/datasets/ade), "
+        'or pass --data-root DIR where DIR holds ADEChallengeData2016/.'),
+})
+
+FOLDER_HOW_TO = ('A folder dataset has the VOC layout: DIR/JPEGImages/<id>.jpg, DIR/SegmentationClass/<id>.png '
+                 '(index PNGs: pixel value = class, 255 = ignore) and DIR/ImageSets/Segmentation/<split>.txt '
+                 '(one id per line).')
+
+# (Cityscapes labelId, trainId) of the 19 classes (cityscapesScripts helpers/labels.py); other ids -> 255
+CITYSCAPES_TRAIN_IDS = ((7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (22, 9),
+                        (23, 10), (24, 11), (25, 12), (26, 13), (27, 14), (28, 15), (31, 16), (32, 17), (33, 18))
+
+
+def read_image(path):
+    """H x W x 3 uint8 RGB of an image file, as stored (EXIF orientation is not applied, like TF and PIL)."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)  # the same pixels as PIL's
+    if image is None:
+        raise DatasetError('cannot read image %s (missing, empty or not an image)' % path)
+    return image
+
+
+def read_index_png(path):
+    """H x W uint8 of a single-channel label image: a palette PNG gives its indices, a grayscale one its values."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ('P', 'L'):
+                raise DatasetError('label %s is a %s image: labels must be index PNGs (palette or 8-bit '
+                                   'grayscale, pixel value = class, 255 = ignore)' % (path, image.mode))
+            return np.array(image, dtype=np.uint8)
+    except OSError as error:
+        raise DatasetError('cannot read label %s: %s' % (path, error)) from error
+
+
+def read_sbd_mat(path):
+    """H x W uint8 of an SBD cls/*.mat file (the GTcls.Segmentation class map)."""
+    try:
+        segmentation = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)['GTcls'].Segmentation
+    except (OSError, ValueError, KeyError, AttributeError, scipy.io.matlab.MatReadError) as error:
+        raise DatasetError('cannot read label %s as an SBD GTcls.Segmentation .mat: %s' % (path, error)) from error
+    segmentation = np.asarray(segmentation)
+    if segmentation.ndim != 2 or np.any(segmentation != np.clip(np.round(segmentation), 0, 255)):
+        raise DatasetError('label %s: GTcls.Segmentation must be an H x W map of integers 0..255' % path)
+    return segmentation.astype(np.uint8)
+
+
+def read_label(path):
+    """H x W uint8 label of an index PNG or an SBD .mat file."""
+    return read_sbd_mat(path) if path.endswith('.mat') else read_index_png(path)
+
+
+def check_label_values(label, num_classes, path):
+    """DatasetError naming `path` and the values unless every value is < num_classes or 255."""
+    counts = np.bincount(label.ravel(), minlength=256)
+    bad = np.flatnonzero(counts[num_classes:IGNORE_LABEL]) + num_classes
+    if bad.size:
+        raise DatasetError('label %s has values %s outside the %d classes (0..%d) and %d (ignore)'
+                           % (path, ', '.join(map(str, bad.tolist())), num_classes, num_classes - 1, IGNORE_LABEL))
+
+
+def cityscapes_label_map():
+    """256-entry lookup table: Cityscapes labelIds -> trainIds 0..18, everything else 255."""
+    table = np.full(256, IGNORE_LABEL, np.uint8)
+    for label_id, train_id in CITYSCAPES_TRAIN_IDS:
+        table[label_id] = train_id
+    return table
+
+
+def ade20k_label_map():
+    """256-entry lookup table: ADE20K 0 ("other", the official ignore_label) -> 255, 1..150 kept."""
+    table = np.arange(256, dtype=np.uint8)
+    table[0] = IGNORE_LABEL
+    return table
+
+
+class SegmentationDataset(gluon.data.Dataset):
+    """Images and labels from a list of files: item i = (H x W x 3 uint8 RGB, H x W uint8, 255 = ignore).
+
+    names: image ids in order; files: (image path, label path) per id; label_map: None, or a 256-entry
+    uint8 table applied to the stored label values (Cityscapes, ADE20K); info: the DatasetInfo (None
+    for a folder dataset).
+    """
+
+    def __init__(self, names, files, num_classes, root, info=None, label_map=None, split=None):
+        self.names = list(names)
+        self.files = list(files)
+        self.num_classes = int(num_classes)
+        self.root = root
+        self.info = info
+        self.split = split
+        self.label_map = label_map
+
+    def __len__(self):
+        return len(self.names)
+
+    def __repr__(self):
+        return '%s(%s %s, %d images, %d classes, root=%s)' % (
+            type(self).__name__, self.info.name if self.info else 'folder', self.split, len(self), self.num_classes,
+            self.root)
+
+    def __getitem__(self, index):
+        image_path, label_path = self.files[index]
+        image = read_image(image_path)
+        label = read_label(label_path)
+        if self.label_map is not None:
+            label = self.label_map[label]
+        if label.shape != image.shape[:2]:
+            raise DatasetError('label %s is %d x %d but image %s is %d x %d' % (
+                label_path, label.shape[0], label.shape[1], image_path, image.shape[0], image.shape[1]))
+        check_label_values(label, self.num_classes, label_path)
+        return image, label
+
+
+def read_list(path, how_to_get):
+    """The ids of a split list (one per line, blank lines skipped); DatasetError if the list is missing."""
+    if not os.path.isfile(path):
+        raise DatasetError('missing split list %s (is the data root right?). %s' % (path, how_to_get))
+    with open(path) as stream:
+        return [line.split()[0] for line in stream if line.strip()]
+
+
+def listed_file(folder, name, extension, list_path):
+    """folder/name.extension, or DatasetError naming the list that names a missing file."""
+    path = os.path.join(folder, name + extension)
+    if not os.path.isfile(path):
+        raise DatasetError('%s lists %s but %s does not exist' % (list_path, name, path))
+    return path
+
+
+def voc_layout_files(base, list_path, how_to_get):
+    """(names, files) of a VOC-layout folder `base` (JPEGImages, SegmentationClass) for one split list."""
+    names = read_list(list_path, how_to_get)
+    files = [(listed_file(os.path.join(base, 'JPEGImages'), name, '.jpg', list_path),
+              listed_file(os.path.join(base, 'SegmentationClass'), name, '.png', list_path)) for name in names]
+    return names, files
+
+
+def voc_paths(root):
+    """Folders and lists of gluoncv's VOC root: VOC2012/ (VOCSegmentation) and VOCaug/dataset/ (VOCAugSegmentation)."""
+    voc = os.path.join(root, 'VOC2012')
+    sbd = os.path.join(root, 'VOCaug', 'dataset')
+    lists = os.path.join(voc, 'ImageSets', 'Segmentation')
+    return {'voc': voc, 'sbd': sbd, 'voc_train': os.path.join(lists, 'train.txt'),
+            'voc_val': os.path.join(lists, 'val.txt'), 'sbd_train': os.path.join(sbd, 'train.txt'),
+            'sbd_val': os.path.join(sbd, 'val.txt')}
+
+
+def train_aug_names(root):
+    """Sorted ids of VOC-aug train_aug: SBD train + SBD val + VOC 2012 train, minus every VOC 2012 val image.
+
+    With the full datasets this is the standard 10,582-image list. `root` holds VOC2012/ and VOCaug/.
+    """
+    how_to_get = DATASETS['voc'].how_to_get
+    paths = voc_paths(root)
+    lists = {key: set(read_list(paths[key], how_to_get)) for key in ('voc_train', 'voc_val', 'sbd_train', 'sbd_val')}
+    return sorted((lists['sbd_train'] | lists['sbd_val'] | lists['voc_train']) - lists['voc_val'])
+
+
+def first_file(candidates, name, lists):
+    """The first existing path of `candidates`, or DatasetError naming the lists of `name` and the paths tried."""
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise DatasetError('%s (listed in %s) has no file: tried %s' % (name, ' and '.join(lists), ', '.join(candidates)))
+
+
+def train_aug_files(root, names):
+    """(image, label) per id of train_aug: VOC JPEG and SegmentationClass PNG where VOC has them, else SBD's."""
+    paths = voc_paths(root)
+    listed_in = {}
+    for key in ('sbd_train', 'sbd_val', 'voc_train'):
+        for name in read_list(paths[key], DATASETS['voc'].how_to_get):
+            listed_in.setdefault(name, []).append(paths[key])
+    files = []
+    for name in names:
+        image = first_file([os.path.join(paths['voc'], 'JPEGImages', name + '.jpg'),
+                            os.path.join(paths['sbd'], 'img', name + '.jpg')], name, listed_in[name])
+        label = first_file([os.path.join(paths['voc'], 'SegmentationClass', name + '.png'),
+                            os.path.join(paths['sbd'], 'cls', name + '.mat')], name, listed_in[name])
+        files.append((image, label))
+    return files
+
+
+def voc_dataset(split, root):
+    info = DATASETS['voc']
+    if split == 'train_aug':
+        names = train_aug_names(root)
+        files = train_aug_files(root, names)
+    else:
+        paths = voc_paths(root)
+        list_path = os.path.join(paths['voc'], 'ImageSets', 'Segmentation', split + '.txt')
+        names, files = voc_layout_files(paths['voc'], list_path, info.how_to_get)
+    return SegmentationDataset(names, files, info.num_classes, root, info, split=split)
+
+
+def folder_dataset(split, root, num_classes):
+    if root is None or num_classes is None:
+        raise DatasetError('a folder dataset needs a root (--data-root) and num_classes (--num-classes). '
+                           + FOLDER_HOW_TO)
+    if not 1 <= num_classes <= 255:
+        raise DatasetError('num_classes must be in 1..255 (label 255 means ignore), got %d' % num_classes)
+    if not os.path.isdir(root):
+        raise DatasetError('dataset folder %s does not exist. %s' % (root, FOLDER_HOW_TO))
+    list_path = os.path.join(root, 'ImageSets', 'Segmentation', split + '.txt')
+    names, files = voc_layout_files(root, list_path, FOLDER_HOW_TO)
+    return SegmentationDataset(names, files, num_classes, root, None, split=split)
+
+
+def walk_files(folder, suffix, how_to_get):
+    """Sorted paths under `folder` (recursively) ending with `suffix`; DatasetError if there are none."""
+    found = sorted(os.path.join(directory, name) for directory, _, names in os.walk(folder)
+                   for name in names if name.endswith(suffix))
+    if not found:
+        raise DatasetError('no *%s images under %s. %s' % (suffix, folder, how_to_get))
+    return found
+
+
+def matching_label(image_path, image_folder, label_folder, image_suffix, label_suffix):
+    """(id, label path) of an image: same relative folder, `image_suffix` replaced by `label_suffix`."""
+    relative = os.path.relpath(image_path, image_folder)[:-len(image_suffix)]
+    label = os.path.join(label_folder, relative + label_suffix)
+    if not os.path.isfile(label):
+        raise DatasetError('image %s has no label: %s does not exist' % (image_path, label))
+    return relative.replace(os.sep, '/'), label
+
+
+def paired_dataset(info, split, root, folders, suffixes, label_map):
+    """A dataset of images under folders[0] paired with the labels under folders[1] (Cityscapes, ADE20K)."""
+    images = walk_files(folders[0], suffixes[0], info.how_to_get)
+    pairs = [matching_label(image, folders[0], folders[1], *suffixes) for image in images]
+    return SegmentationDataset([name for name, _ in pairs], [(image, label) for image, (_, label) in
+                                                             zip(images, pairs)],
+                               info.num_classes, root, info, label_map, split=split)
+
+
+def cityscapes_dataset(split, root):
+    """gluoncv CitySegmentation's layout: leftImg8bit/<split>/<city>/*_leftImg8bit.png, gtFine/.../*_labelIds.png."""
+    folders = (os.path.join(root, 'leftImg8bit', split), os.path.join(root, 'gtFine', split))
+    return paired_dataset(DATASETS['cityscapes'], split, root, folders, ('_leftImg8bit.png', '_gtFine_labelIds.png'),
+                          cityscapes_label_map())
+
+
+def ade20k_dataset(split, root):
+    """gluoncv ADE20KSegmentation's layout: ADEChallengeData2016/{images,annotations}/{training,validation}/."""
+    base = os.path.join(root, 'ADEChallengeData2016')
+    part = {'train': 'training', 'val': 'validation'}[split]
+    folders = (os.path.join(base, 'images', part), os.path.join(base, 'annotations', part))
+    return paired_dataset(DATASETS['ade20k'], split, root, folders, ('.jpg', '.png'), ade20k_label_map())
+
+
+def get_dataset(name, split, root=None, num_classes=None):
+    """The dataset `name` ('voc', 'cityscapes', 'ade20k' or 'folder'), split `split`, as raw arrays.
+
+    root: the folder holding the data (default: gluoncv's root of the dataset, e.g. ~/.mxnet/datasets/voc;
+    required for 'folder'). num_classes: required for 'folder'; for the others it must match or be None.
+    Item i: (image H x W x 3 uint8 RGB, label H x W uint8 with 255 = ignore).
+    """
+    root = os.path.abspath(os.path.expanduser(root)) if root else None
+    if name == 'folder':
+        return folder_dataset(split, root, num_classes)
+    if name not in DATASETS:
+        raise DatasetError('unknown dataset %r: choose one of %s, or folder' % (name, ', '.join(DATASETS)))
+    info = DATASETS[name]
+    if split not in info.splits:
+        raise DatasetError('%s has no split %r: choose one of %s' % (name, split, ', '.join(info.splits)))
+    if num_classes is not None and num_classes != info.num_classes:
+        raise DatasetError('%s has %d classes, not %d' % (name, info.num_classes, num_classes))
+    root = root or info.default_root
+    if not os.path.isdir(root):
+        raise DatasetError('%s not found: the data root %s does not exist. %s' % (name, root, info.how_to_get))
+    builders = {'voc': voc_dataset, 'cityscapes': cityscapes_dataset, 'ade20k': ade20k_dataset}
+    return builders[name](split, root)

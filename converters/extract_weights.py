@@ -5,10 +5,13 @@
     python converters/extract_weights.py path/to/model.ckpt --output voc.params
     python converters/extract_weights.py model.ckpt --save-h5 voc.h5 --h5-only   # needs TensorFlow
     python converters/extract_weights.py voc.h5 --output voc.params               # needs only mxnet
+    python converters/extract_weights.py --model xception65_coco_voc_trainaug     # download, convert, cache
+    python converters/extract_weights.py --list-models
 
 Stage 1 reads the checkpoint with TensorFlow into a .h5 of TF-named arrays; stage 2 maps them onto
 the parameters of `mylib.DeepLabV3Plus(num_classes=N)` (or `mylib.Xception65`) and writes FILE.params
-plus FILE.json (kind, classes, source and its sha256, tensor counts).
+plus FILE.json (kind, classes, source and its sha256, tensor counts). `--model NAME` does it for an
+official release by name (mylib.zoo): downloaded once and converted once into $MXNET_HOME/models/deeplab.
 """
 import argparse
 import os
@@ -19,6 +22,7 @@ if __package__ in (None, ''):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from converters.mapping import ConversionError  # noqa: E402
+from mylib import zoo  # noqa: E402
 
 
 def default_output(source):
@@ -77,18 +81,34 @@ def extract_weights(source, output=None, save_h5=None, h5_only=False, progress=T
     return metadata
 
 
+def convert_release(name, output, progress=True, log=print):
+    """Write the Gluon parameters of the official release `name` to `output` (downloaded, converted and
+    cached by mylib.zoo on first use); return their metadata."""
+    metadata = zoo.copy_params(name, output, progress=progress, log=log)
+    log('wrote %s: %s of %s, %d classes (cached in %s)'
+        % (output, metadata['kind'], name, metadata['num_classes'], zoo.model_root()))
+    log("load it with: net = mylib.%s; net.load_parameters(%r)" % (metadata['load_with'], output))
+    return metadata
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         description='Convert an official TF DeepLab v3+ Xception-65 (or ImageNet xception_65) checkpoint '
                     'into Gluon parameters for mylib.DeepLabV3Plus (or mylib.Xception65).',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split('\n\n')[1])
-    parser.add_argument('checkpoint', metavar='CKPT',
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('checkpoint', metavar='CKPT', nargs='?',
                         help='checkpoint prefix (.../model.ckpt), a folder holding one, an official release '
                              'archive (.tar.gz), or a .h5 written by --save-h5')
+    source.add_argument('--model', metavar='NAME',
+                        help='an official release by name instead of CKPT (see --list-models): downloaded once '
+                             'and converted once, both cached in $MXNET_HOME/models/deeplab')
+    source.add_argument('--list-models', action='store_true',
+                        help='list the official releases that --model knows, with their published results')
     parser.add_argument('-o', '--output', metavar='FILE.params',
-                        help='where to write the Gluon parameters (default: <CKPT name>.params here); '
-                             'FILE.json is written beside it')
+                        help='where to write the Gluon parameters (default: <CKPT name>.params, or '
+                             'NAME.params with --model, here); FILE.json is written beside it')
     parser.add_argument('--save-h5', metavar='FILE.h5',
                         help='also keep the TF-named arrays of stage 1 in FILE.h5 (converts later without TF)')
     parser.add_argument('--h5-only', action='store_true',
@@ -97,18 +117,38 @@ def build_parser():
     return parser
 
 
+def list_models(log=print):
+    """Print the official releases that --model knows: name, dataset, classes, published results."""
+    log('official Xception-65 releases (tensorflow/models research/deeplab/g3doc/model_zoo.md), '
+        'cached in %s:' % zoo.model_root())
+    for release in zoo.RELEASES.values():
+        log('  %-32s %-10s %4d classes  %s%s' % (
+            release.name, release.dataset, release.num_classes,
+            '; '.join(map(zoo.format_result, release.results)) or 'no published results',
+            '  (default)' if release.name == zoo.DEFAULT_MODEL else ''))
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_models:
+        list_models()
+        return 0
     if args.h5_only and not args.save_h5:
         parser.error('--h5-only needs --save-h5 FILE.h5')
+    if args.model and args.save_h5:
+        parser.error('--save-h5 and --h5-only take a CKPT, not --model')
+    default_name = args.model + '.params' if args.model else default_output(args.checkpoint)
     if args.output and os.path.isdir(args.output):
         parser.error('--output %s is a folder; give a file name such as %s'
-                     % (args.output, os.path.join(args.output, default_output(args.checkpoint))))
+                     % (args.output, os.path.join(args.output, default_name)))
+    progress = not args.quiet and sys.stderr.isatty()
     try:
-        extract_weights(args.checkpoint, args.output, args.save_h5, args.h5_only,
-                        progress=not args.quiet and sys.stderr.isatty())
-    except ConversionError as error:
+        if args.model:
+            convert_release(args.model, args.output or default_name, progress)
+        else:
+            extract_weights(args.checkpoint, args.output, args.save_h5, args.h5_only, progress=progress)
+    except (ConversionError, zoo.ZooError) as error:
         print('extract_weights.py: error: %s' % ' '.join(str(error).split()), file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,359 @@
+"""The model zoo: its release facts, downloads from a local HTTP server, conversion, cache and CLI.
+
+Nothing here reaches the internet: a server on 127.0.0.1 (in a thread of this process) serves a
+generated archive packed like an official release, and counts the requests it answers. Conversions
+(TensorFlow) run in subprocesses; this process only ever reads the cache.
+"""
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import mxnet as mx
+import numpy as np
+import pytest
+from conftest import reference_manifest, run_script, write_tf_checkpoint
+
+from converters.mapping import skip_reason
+from mylib import DeepLabV3Plus, zoo
+
+SCRIPT = 'converters/extract_weights.py'
+ARCHIVE = 'deeplabv3_pascal_train_aug_2018_01_04.tar.gz'  # model_zoo.md: xception65_coco_voc_trainaug
+DEFAULT_FILES = ['xception65_coco_voc_trainaug.json', 'xception65_coco_voc_trainaug.params']
+LOGITS_BIASES = np.arange(21, dtype=np.float32)  # the one non-zero tensor, to find in the converted file
+SMALL = 'small_release.tar.gz'
+
+
+class ReleaseServer:
+    """Serves `files` ({name: bytes}) over HTTP on 127.0.0.1 from a thread; `requests` lists
+    (path, Range header or None) of every request.
+
+    drop: 'first' or 'every' response announces the whole length, sends half of it and closes the
+    connection. ignore_range: Range requests get the whole file (200), as from servers without Range.
+    """
+
+    def __init__(self, files, drop=None, ignore_range=False):
+        self.files, self.drop, self.ignore_range = files, drop, ignore_range
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the name http.server calls)
+                server.answer(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name=''):
+        return 'http://127.0.0.1:%d/%s' % (self.httpd.server_address[1], name)
+
+    def answer(self, request):
+        wanted = request.headers.get('Range')
+        self.requests.append((request.path, wanted))
+        data = self.files.get(request.path.lstrip('/'))
+        if data is None:
+            request.send_error(404)
+            return
+        ranged = wanted is not None and not self.ignore_range
+        start = int(re.match(r'bytes=(\d+)-$', wanted).group(1)) if ranged else 0
+        request.send_response(206 if ranged else 200)
+        if ranged:
+            request.send_header('Content-Range', 'bytes %d-%d/%d' % (start, len(data) - 1, len(data)))
+        request.send_header('Content-Length', str(len(data) - start))
+        request.end_headers()
+        body = data[start:]
+        if self.drop == 'every' or (self.drop == 'first' and len(self.requests) == 1):
+            body = body[:len(body) // 2]  # HTTP/1.0: the connection closes when the handler returns
+        try:
+            request.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client hung up, as a refusing client does
+            pass
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve():
+    """serve(files, **behaviour) -> a running ReleaseServer, stopped after the test."""
+    servers = []
+
+    def start(files, **behaviour):
+        servers.append(ReleaseServer(files, **behaviour))
+        return servers[-1]
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def tar_gz(members, compresslevel=9):
+    """The bytes of a .tar.gz holding `members` ({path in archive: bytes})."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode='w:gz', compresslevel=compresslevel) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope='module')
+def release_archive(tmp_path_factory):
+    """An archive packed like the official release: a full-size checkpoint with the official names, of
+    zeros except logits/semantic/biases = 0..20, plus global_step and frozen_inference_graph.pb."""
+    folder = tmp_path_factory.mktemp('release') / 'deeplabv3_pascal_train_aug'
+    folder.mkdir()
+    arrays = {t['name']: np.zeros(t['shape'], np.float32) for t in reference_manifest() if not skip_reason(t['name'])}
+    arrays['logits/semantic/biases'] = LOGITS_BIASES
+    arrays['global_step'] = np.array(30000, np.int64)
+    prefix = write_tf_checkpoint(folder / 'model.ckpt', arrays)
+    members = {'deeplabv3_pascal_train_aug/' + os.path.basename(path): open(path, 'rb').read()
+               for path in (prefix + '.index', prefix + '.data-00000-of-00001')}
+    members['deeplabv3_pascal_train_aug/frozen_inference_graph.pb'] = b'not used by the converter'
+    return tar_gz(members, compresslevel=1)
+
+
+@pytest.fixture(scope='module')
+def small_archive():
+    """A 1 MiB archive of random bytes with checkpoint file names, for the download tests."""
+    rng = np.random.default_rng(0)
+    return tar_gz({'release/model.ckpt.index': rng.bytes(300),
+                   'release/model.ckpt.data-00000-of-00001': rng.bytes(1 << 20)})
+
+
+def local_release(server):
+    return zoo.RELEASES[zoo.DEFAULT_MODEL]._replace(url=server.url(ARCHIVE))
+
+
+def files_in(folder):
+    """The visible files of a folder, sorted; its hidden files may only be lock files."""
+    names = os.listdir(folder)
+    assert all(name.endswith('.lock') for name in names if name.startswith('.')), names
+    return sorted(name for name in names if not name.startswith('.'))
+
+
+# --- the release facts ------------------------------------------------------------------------------
+def test_releases_follow_the_official_model_zoo():
+    assert list(zoo.RELEASES) == ['xception65_coco_voc_trainaug', 'xception65_coco_voc_trainval',
+                                  'xception65_cityscapes_trainfine', 'xception65_ade20k_train', 'xception_65']
+    assert zoo.DEFAULT_MODEL == 'xception65_coco_voc_trainaug'
+    assert zoo.archive_name(zoo.RELEASES[zoo.DEFAULT_MODEL]) == ARCHIVE
+    classes = {'voc': 21, 'cityscapes': 19, 'ade20k': 151, 'imagenet': 1001}  # data_generator.py, slim
+    for name, release in zoo.RELEASES.items():
+        assert release.name == name and release.url.startswith('http://download.tensorflow.org/models/')
+        assert release.url.endswith('.tar.gz') and release.num_classes == classes[release.dataset]
+        assert release.kind == ('xception65_imagenet' if release.dataset == 'imagenet' else 'deeplabv3plus')
+        assert release.archive_size is None and release.sha256 is None  # not published
+        for result in release.results:  # the two protocols of the tables: OS16 single scale, OS8 ms + flip
+            assert (result.output_stride, result.flip, len(result.scales) > 1) in ((16, False, False), (8, True, True))
+    trainaug = zoo.RELEASES['xception65_coco_voc_trainaug'].results
+    assert [(r.miou, r.split, r.scales) for r in trainaug] == [
+        (82.20, 'val', (1.0,)), (83.58, 'val', (0.5, 0.75, 1.0, 1.25, 1.5, 1.75))]
+    assert zoo.format_result(trainaug[1]) == '83.58% val (OS8, scales 0.5-1.75, flip)'
+
+
+def test_model_root_is_mxnet_model_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv('MXNET_HOME', str(tmp_path))
+    assert zoo.model_root() == os.path.join(str(tmp_path), 'models', 'deeplab')
+    assert zoo.model_root(tmp_path / 'elsewhere') == str(tmp_path / 'elsewhere')
+
+
+def test_mirror_folder_through_a_file_url(monkeypatch, small_archive, tmp_path):
+    (tmp_path / 'mirror').mkdir()
+    (tmp_path / 'mirror' / ARCHIVE).write_bytes(small_archive)
+    monkeypatch.setenv(zoo.MIRROR_VARIABLE, (tmp_path / 'mirror').as_uri())
+    url = zoo.release_url(zoo.RELEASES[zoo.DEFAULT_MODEL])
+    assert zoo.download(url, tmp_path / 'cache' / ARCHIVE, progress=False) == str(tmp_path / 'cache' / ARCHIVE)
+    assert (tmp_path / 'cache' / ARCHIVE).read_bytes() == small_archive
+
+
+def test_mirror_keeps_the_official_file_name(monkeypatch):
+    release = zoo.RELEASES['xception65_cityscapes_trainfine']
+    monkeypatch.delenv(zoo.MIRROR_VARIABLE, raising=False)
+    assert zoo.release_url(release) == release.url
+    monkeypatch.setenv(zoo.MIRROR_VARIABLE, 'file:///data/mirror/')
+    assert zoo.release_url(release) == 'file:///data/mirror/deeplabv3_cityscapes_train_2018_02_06.tar.gz'
+
+
+@pytest.mark.parametrize('call', [zoo.get_params_file, zoo.get_model])
+def test_unknown_model_names_the_known_ones(call, tmp_path):
+    with pytest.raises(zoo.ZooError) as error:
+        call('xception65_coco_voc_nope', root=tmp_path / 'models')
+    assert "'xception65_coco_voc_nope'" in str(error.value)
+    assert all(name in str(error.value) for name in zoo.RELEASES)
+    assert os.listdir(tmp_path) == []
+
+
+# --- download, conversion, cache --------------------------------------------------------------------
+def test_download_convert_then_cached_without_network(serve, release_archive, tmp_path):
+    server = serve({ARCHIVE: release_archive})
+    root = tmp_path / 'models'
+    code = ('import sys; from mylib import zoo\n'
+            'release = zoo.RELEASES[zoo.DEFAULT_MODEL]._replace(url=sys.argv[1])\n'
+            'print(zoo.get_params_file(release, root=sys.argv[2], progress=False))\n')
+    result = run_script('-c', code, server.url(ARCHIVE), root)  # converts with TensorFlow: not here
+    params = root / 'xception65_coco_voc_trainaug.params'
+    assert result.stdout.strip().splitlines()[-1] == str(params)
+    assert server.requests == [('/' + ARCHIVE, None)]
+    assert files_in(root) == [ARCHIVE] + DEFAULT_FILES
+    assert (root / ARCHIVE).read_bytes() == release_archive
+    metadata = json.loads((root / DEFAULT_FILES[0]).read_text())
+    assert (metadata['kind'], metadata['num_classes']) == ('deeplabv3plus', 21)
+    assert metadata['source_files'][0]['sha256'] == hashlib.sha256(release_archive).hexdigest()
+
+    server.stop()  # the second call must need neither the network nor the converter
+    stamp = params.stat().st_mtime_ns
+    assert zoo.get_params_file(local_release(server), root=root) == str(params)
+    net = zoo.get_model(local_release(server), output_stride=8, root=root)
+    assert len(server.requests) == 1 and params.stat().st_mtime_ns == stamp
+    assert 'tensorflow' not in sys.modules
+    assert isinstance(net, DeepLabV3Plus) and net.output_stride == 8 and net.atrous_rates == (12, 24, 36)
+    assert np.array_equal(net.logits.bias.data().asnumpy(), LOGITS_BIASES)
+
+
+def test_dropped_connection_resumes_with_a_range_request(serve, small_archive, tmp_path):
+    server = serve({SMALL: small_archive}, drop='first')
+    target = tmp_path / SMALL
+    path = zoo.download(server.url(SMALL), target, size=len(small_archive),
+                        sha256=hashlib.sha256(small_archive).hexdigest(), progress=False)
+    assert path == str(target) and target.read_bytes() == small_archive
+    assert server.requests == [('/' + SMALL, None), ('/' + SMALL, 'bytes=%d-' % (len(small_archive) // 2))]
+    assert files_in(tmp_path) == [SMALL]
+
+
+def test_retries_stop_when_attempts_make_no_progress(serve, small_archive, tmp_path):
+    server = serve({SMALL: small_archive}, drop='every', ignore_range=True)
+    with pytest.raises(zoo.ZooError) as error:
+        zoo.download(server.url(SMALL), tmp_path / SMALL, progress=False, retries=2, wait=0)
+    half = len(small_archive) // 2
+    assert 'closed after %d of %d bytes (3 attempts in a row made no progress)' % (half, len(small_archive)) \
+        in str(error.value)
+    assert len(server.requests) == 4  # the first made progress, then 3 restarts got no further
+    assert files_in(tmp_path) == [SMALL + '.part'] and str(tmp_path / (SMALL + '.part')) in str(error.value)
+
+
+def test_a_later_call_continues_the_partial_file(serve, small_archive, tmp_path):
+    server = serve({SMALL: small_archive})
+    (tmp_path / (SMALL + '.part')).write_bytes(small_archive[:1000])
+    zoo.download(server.url(SMALL), tmp_path / SMALL, progress=False)
+    assert server.requests == [('/' + SMALL, 'bytes=1000-')]
+    assert (tmp_path / SMALL).read_bytes() == small_archive and files_in(tmp_path) == [SMALL]
+
+
+def test_server_that_ignores_range_gets_a_fresh_start(serve, small_archive, tmp_path):
+    server = serve({SMALL: small_archive}, ignore_range=True)
+    (tmp_path / (SMALL + '.part')).write_bytes(b'x' * 1000)  # appending the answer to it would corrupt it
+    zoo.download(server.url(SMALL), tmp_path / SMALL, progress=False)
+    assert server.requests == [('/' + SMALL, 'bytes=1000-')]
+    assert (tmp_path / SMALL).read_bytes() == small_archive and files_in(tmp_path) == [SMALL]
+
+
+def test_damaged_file_under_the_final_name_is_replaced(serve, small_archive, tmp_path):
+    server = serve({SMALL: small_archive})
+    (tmp_path / SMALL).write_bytes(small_archive[:-1] + b'!')
+    zoo.download(server.url(SMALL), tmp_path / SMALL, sha256=hashlib.sha256(small_archive).hexdigest(),
+                 progress=False)
+    assert (tmp_path / SMALL).read_bytes() == small_archive and len(server.requests) == 1
+
+
+@pytest.mark.parametrize('damage, culprit', [
+    ('sha256', 'its sha256 is'),
+    ('size', 'the server announces'),
+    ('truncated', 'not a complete .tar.gz archive'),
+    ('not gzip', 'not a complete .tar.gz archive'),
+    ('no checkpoint', 'no TF checkpoint'),
+])
+def test_damaged_download_is_refused_and_deleted(serve, small_archive, tmp_path, damage, culprit):
+    served = {'truncated': small_archive[:len(small_archive) // 2], 'not gzip': small_archive[10:],
+              'no checkpoint': tar_gz({'release/README': b'no checkpoint here'})}.get(damage, small_archive)
+    server = serve({SMALL: served})
+    expected = {'sha256': {'sha256': '0' * 64}, 'size': {'size': len(small_archive) + 1}}.get(damage, {})
+    with pytest.raises(zoo.ZooError) as error:
+        zoo.download(server.url(SMALL), tmp_path / SMALL, progress=False, **expected)
+    assert culprit in str(error.value) and server.url(SMALL) in str(error.value)
+    assert files_in(tmp_path) == []  # neither the final name nor a .part
+
+
+@pytest.mark.parametrize('failure', ['HTTP 404', 'refused'])
+def test_failed_download_names_url_and_reason(serve, tmp_path, failure):
+    server = serve({})
+    if failure == 'refused':
+        server.stop()  # nothing listens on its port any more
+    with pytest.raises(zoo.ZooError) as error:
+        zoo.download(server.url(SMALL), tmp_path / SMALL, progress=False, retries=1, wait=0)
+    message = str(error.value)
+    assert message.startswith(server.url(SMALL) + ': download failed') and failure in message
+    assert files_in(tmp_path) == []
+
+
+# --- the converter's --model and --list-models ------------------------------------------------------
+def zoo_env(tmp_path, server):
+    return dict(os.environ, MXNET_HOME=str(tmp_path / 'home'), DEEPLAB_GLUON_MIRROR=server.url())
+
+
+def test_cli_model_downloads_converts_and_caches(serve, release_archive, tmp_path):
+    server = serve({ARCHIVE: release_archive})
+    out = tmp_path / 'out'
+    out.mkdir()
+    result = run_script(SCRIPT, '--model', 'xception65_coco_voc_trainaug', cwd=out, env=zoo_env(tmp_path, server))
+    assert files_in(out) == DEFAULT_FILES and server.requests == [('/' + ARCHIVE, None)]
+    assert files_in(tmp_path / 'home' / 'models' / 'deeplab') == [ARCHIVE] + DEFAULT_FILES
+    assert np.array_equal(mx.nd.load(str(out / DEFAULT_FILES[1]))['logits.bias'].asnumpy(), LOGITS_BIASES)
+    assert 'DeepLabV3Plus(num_classes=21)' in result.stdout
+
+    again = run_script(SCRIPT, '--model', 'xception65_coco_voc_trainaug', '--output', out / 'again.params',
+                       cwd=out, env=zoo_env(tmp_path, server))
+    assert len(server.requests) == 1, again.stdout  # from the cache
+    assert (out / 'again.params').read_bytes() == (out / DEFAULT_FILES[1]).read_bytes()
+    assert json.loads((out / 'again.json').read_text())['num_classes'] == 21
+
+
+def test_cli_model_without_tensorflow_says_so(serve, release_archive, tmp_path):
+    server = serve({ARCHIVE: release_archive})
+    blocked = ("import runpy, sys; sys.modules['tensorflow'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+    result = run_script('-c', blocked, SCRIPT, '--model', zoo.DEFAULT_MODEL, cwd=tmp_path,
+                        env=zoo_env(tmp_path, server), check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith('extract_weights.py: error: xception65_coco_voc_trainaug: cannot convert')
+    cache = tmp_path / 'home' / 'models' / 'deeplab'
+    assert str(cache / ARCHIVE) in lines[0] and 'needs TensorFlow' in lines[0]
+    assert files_in(cache) == [ARCHIVE]  # downloaded once, kept for the next attempt
+    assert files_in(tmp_path) == ['home']
+
+
+def test_cli_list_models_shows_the_official_results():
+    result = run_script(SCRIPT, '--list-models')
+    lines = result.stdout.splitlines()
+    for name in zoo.RELEASES:
+        assert sum(line.split()[0] == name for line in lines[1:]) == 1, name
+    # model_zoo.md: xception65_coco_voc_trainaug 82.20% (OS16) and 83.58% (OS8, multi-scale + flip) on val
+    assert '82.20% val (OS16, scale 1.0); 83.58% val (OS8, scales 0.5-1.75, flip)' in result.stdout
+
+
+@pytest.mark.parametrize('args, status, culprit', [
+    (['--model', 'nope'], 1, "unknown model 'nope'; the known models are: xception65_coco_voc_trainaug"),
+    (['x.ckpt', '--model', 'xception_65'], 2, 'not allowed with argument'),
+    (['--model', 'xception_65', '--save-h5', 'x.h5'], 2, '--save-h5 and --h5-only take a CKPT'),
+    ([], 2, 'one of the arguments CKPT --model --list-models is required'),
+])
+def test_cli_model_errors(tmp_path, args, status, culprit):
+    result = run_script(SCRIPT, *args, cwd=tmp_path, env=dict(os.environ, MXNET_HOME=str(tmp_path)),
+                        check=False)
+    assert result.returncode == status and culprit in result.stderr.strip().splitlines()[-1], result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+if __name__ == '__main__':
+    sys.exit(pytest.main([__file__]))

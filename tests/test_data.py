@@ -170,6 +170,19 @@ def test_folder_dataset(tmp_path):
         get_dataset('folder', 'mine', root=str(tmp_path), num_classes=4)[0]
 
 
+def test_folder_dataset_with_png_images(tmp_path):
+    rng = np.random.default_rng(2)
+    image, label = random_photo(rng, 12, 9), random_label(rng, 12, 9, num_classes=3)
+    for folder in ('JPEGImages', 'SegmentationClass'):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(image).save(tmp_path / 'JPEGImages' / 'p.png')  # lossless: pixels read back exactly
+    Image.fromarray(label, 'L').save(tmp_path / 'SegmentationClass' / 'p.png')
+    write_list(tmp_path / 'ImageSets' / 'Segmentation' / 'all.txt', ['p'])
+    read_image, read_label = get_dataset('folder', 'all', root=str(tmp_path), num_classes=3)[0]
+    np.testing.assert_array_equal(read_image, image)
+    np.testing.assert_array_equal(read_label, label)
+
+
 # --------------------------------------------------------------------------------- Cityscapes, ADE20K
 
 # cityscapesScripts helpers/labels.py: (name, id, trainId), trainId 255 = ignored in evaluation
@@ -259,7 +272,7 @@ def test_list_naming_a_missing_file(voc_root, tmp_path):
     write_list(tmp_path / 'VOC2012' / 'ImageSets' / 'Segmentation' / 'val.txt', VOC_VAL + ['ghost'])
     with pytest.raises(DatasetError) as error:
         get_dataset('voc', 'val', root=str(tmp_path))
-    assert 'val.txt lists ghost' in str(error.value) and 'JPEGImages/ghost.jpg does not exist' in str(error.value)
+    assert 'val.txt lists ghost' in str(error.value) and 'JPEGImages/ghost{.jpg,.jpeg,.png} does not exist' in str(error.value)
 
 
 def test_labels_outside_the_classes(tmp_path):

@@ -47,9 +47,10 @@ DATASETS = MappingProxyType({
         'or pass --data-root DIR where DIR holds ADEChallengeData2016/.'),
 })
 
-FOLDER_HOW_TO = ('A folder dataset has the VOC layout: DIR/JPEGImages/<id>.jpg, DIR/SegmentationClass/<id>.png '
-                 '(index PNGs: pixel value = class, 255 = ignore) and DIR/ImageSets/Segmentation/<split>.txt '
-                 '(one id per line).')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')  # of JPEGImages/<id>: VOC's are .jpg; own data may be PNG
+FOLDER_HOW_TO = ('A folder dataset has the VOC layout: DIR/JPEGImages/<id>.jpg (or .png), '
+                 'DIR/SegmentationClass/<id>.png (index PNGs: pixel value = class, 255 = ignore) and '
+                 'DIR/ImageSets/Segmentation/<split>.txt (one id per line).')
 
 # (Cityscapes labelId, trainId) of the 19 classes (cityscapesScripts helpers/labels.py); other ids -> 255
 CITYSCAPES_TRAIN_IDS = ((7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (22, 9),
@@ -163,19 +164,22 @@ def read_list(path, how_to_get):
         return [line.split()[0] for line in stream if line.strip()]
 
 
-def listed_file(folder, name, extension, list_path):
-    """folder/name.extension, or DatasetError naming the list that names a missing file."""
-    path = os.path.join(folder, name + extension)
-    if not os.path.isfile(path):
-        raise DatasetError('%s lists %s but %s does not exist' % (list_path, name, path))
-    return path
+def listed_file(folder, name, extensions, list_path):
+    """folder/name + the first of `extensions` that exists, or DatasetError naming the list and the file."""
+    for extension in extensions:
+        path = os.path.join(folder, name + extension)
+        if os.path.isfile(path):
+            return path
+    raise DatasetError('%s lists %s but %s does not exist' % (
+        list_path, name, os.path.join(folder, name + '{%s}' % ','.join(extensions) if len(extensions) > 1
+                                      else name + extensions[0])))
 
 
 def voc_layout_files(base, list_path, how_to_get):
     """(names, files) of a VOC-layout folder `base` (JPEGImages, SegmentationClass) for one split list."""
     names = read_list(list_path, how_to_get)
-    files = [(listed_file(os.path.join(base, 'JPEGImages'), name, '.jpg', list_path),
-              listed_file(os.path.join(base, 'SegmentationClass'), name, '.png', list_path)) for name in names]
+    files = [(listed_file(os.path.join(base, 'JPEGImages'), name, IMAGE_EXTENSIONS, list_path),
+              listed_file(os.path.join(base, 'SegmentationClass'), name, ('.png',), list_path)) for name in names]
     return names, files
 
 

@@ -272,7 +272,8 @@ def test_list_naming_a_missing_file(voc_root, tmp_path):
     write_list(tmp_path / 'VOC2012' / 'ImageSets' / 'Segmentation' / 'val.txt', VOC_VAL + ['ghost'])
     with pytest.raises(DatasetError) as error:
         get_dataset('voc', 'val', root=str(tmp_path))
-    assert 'val.txt lists ghost' in str(error.value) and 'JPEGImages/ghost{.jpg,.jpeg,.png} does not exist' in str(error.value)
+    assert 'val.txt lists ghost' in str(error.value)
+    assert 'JPEGImages/ghost{.jpg,.jpeg,.png} does not exist' in str(error.value)
 
 
 def test_labels_outside_the_classes(tmp_path):

@@ -48,6 +48,25 @@ def write_tf_checkpoint(prefix, arrays):
     return str(prefix)
 
 
+def write_segmentation_folder(root, items, split, image_format='png'):
+    """A VOC-layout dataset: root/JPEGImages/<name>.<format>, root/SegmentationClass/<name>.png (palette PNG,
+    VOC colours), root/ImageSets/Segmentation/<split>.txt. items: {name: (H x W x 3 uint8, H x W uint8)}."""
+    from PIL import Image
+
+    from mylib.data import palette
+    root = Path(root)
+    for folder in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for name, (image, label) in items.items():
+        Image.fromarray(image).save(root / 'JPEGImages' / ('%s.%s' % (name, image_format)))
+        indexed = Image.fromarray(np.asarray(label, np.uint8), mode='P')
+        indexed.putpalette(palette(21).ravel().tolist())
+        indexed.save(root / 'SegmentationClass' / ('%s.png' % name))
+    with open(root / 'ImageSets' / 'Segmentation' / ('%s.txt' % split), 'a') as stream:
+        stream.writelines(name + '\n' for name in items)
+    return root
+
+
 def reference_manifest():
     """[{name, shape, dtype}] of every tensor of the official-named reference checkpoint."""
     with open(REFERENCE / 'manifest_voc21.json') as stream:

@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""Segment photos into coloured label maps (palette PNGs), optionally blended with the photo.
+
+    python predict.py photo.jpg                         # the default official model, VOC classes
+    python predict.py photos/ --weights voc.params --overlay --out masks/
+    python predict.py a.jpg b.png --os 8 --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip
+
+Each image is read upright (EXIF), as RGB (grayscale, palette, RGBA, 16-bit and CMYK are converted).
+As the official demo does, a photo larger than the crop is shrunk so that its long side is 513, and
+the labels are resized back; results are at the photo's original size. For IMAGE, <out>/IMAGE.png
+holds the labels (palette PNG: VOC, Cityscapes or ADE20K colours by class count) and, with
+--overlay, <out>/IMAGE_overlay.jpg the blend. An unreadable file is reported and the others are
+still processed; the exit status is 1 if any image failed.
+"""
+import argparse
+import os
+import sys
+
+if __package__ in (None, ''):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from mylib.cli import scales_type, size_type  # noqa: E402
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('inputs', nargs='+', metavar='IMAGES_OR_FOLDERS', help='image files, or folders of them')
+    model = parser.add_argument_group('model')
+    source = model.add_mutually_exclusive_group()
+    source.add_argument('--weights', metavar='FILE.params', help='converted or trained DeepLab v3+ parameters')
+    source.add_argument('--model', metavar='NAME', help='an official release (default: xception65_coco_voc_trainaug)')
+    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16), default=16,
+                       help='output stride (default 16)')
+    protocol = parser.add_argument_group('protocol')
+    protocol.add_argument('--scales', type=scales_type, default=(1.0,), help='comma-separated scales (default 1.0)')
+    protocol.add_argument('--flip', action='store_true', help='add left-right flipped inputs')
+    protocol.add_argument('--crop-size', type=size_type, default=(513, 513),
+                          help='HxW the photo is padded to; a larger photo is shrunk to fit its long side '
+                               '(default 513x513)')
+    output = parser.add_argument_group('output')
+    output.add_argument('--out', default='predictions', metavar='DIR', help='output folder (default predictions/)')
+    output.add_argument('--overlay', action='store_true', help='also write the photo blended with its labels')
+    output.add_argument('--gpus', default=None, help='a GPU id, or cpu (default: GPU 0 if there is one)')
+    return parser
+
+
+def list_images(inputs):
+    """(image paths, problems): files as given, folders expanded to their images (sorted)."""
+    paths, problems = [], []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, name) for name in os.listdir(item)
+                           if name.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                problems.append('%s: no images in this folder (%s)' % (item, ', '.join(IMAGE_EXTENSIONS)))
+            paths += found
+        elif os.path.exists(item):
+            paths.append(item)
+        else:
+            problems.append('%s: no such file or folder' % item)
+    return paths, problems
+
+
+def output_names(paths):
+    """A distinct output stem per input: its file name without extension, numbered on a clash."""
+    stems, seen = [], {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else '%s_%d' % (stem, seen[stem] - 1))
+    return stems
+
+
+def segment(net, runner, image, args):
+    """H x W labels of an RGB photo at its own size (shrunk to the crop and back when larger)."""
+    import numpy as np
+    from PIL import Image
+
+    from mylib.images import fit_within
+    from mylib.inference import predict
+    fitted = fit_within(image, min(args.crop_size))
+    labels, _ = predict(net, fitted, args.scales, args.flip, args.crop_size, runner=runner)
+    if fitted.shape != image.shape:
+        resized = Image.fromarray(labels.astype(np.uint8)).resize(image.shape[1::-1], Image.NEAREST)
+        labels = np.asarray(resized)
+    return labels
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    from converters.mapping import ConversionError
+    from mylib import zoo
+    from mylib.data import palette
+    from mylib.devices import parse_devices
+    from mylib.evaluation import class_names
+    from mylib.images import ImageError, label_image, overlay, read_rgb, save_image
+    from mylib.inference import LogitsRunner
+    from mylib.weights import WeightsError, load_deeplab
+    try:
+        ctx = parse_devices(args.gpus)[:1]
+    except ValueError as error:
+        parser.error(str(error))
+    paths, problems = list_images(args.inputs)
+    for problem in problems:
+        print('predict.py: %s' % problem, file=sys.stderr)
+    if not paths:
+        print('predict.py: error: no images to segment', file=sys.stderr)
+        return 1
+    try:
+        weights = args.weights or zoo.get_params_file(args.model or zoo.DEFAULT_MODEL)
+        net = load_deeplab(weights, args.output_stride, ctx=ctx)
+    except (WeightsError, zoo.ZooError, ConversionError) as error:
+        print('predict.py: error: %s' % error, file=sys.stderr)
+        return 1
+    colours, names = palette(net.num_classes), class_names(net.num_classes)
+    runner = LogitsRunner(net)
+    os.makedirs(args.out, exist_ok=True)
+    failed = len(problems)
+    for path, stem in zip(paths, output_names(paths)):
+        try:
+            image = read_rgb(path)
+        except ImageError as error:
+            print('predict.py: %s' % error, file=sys.stderr)
+            failed += 1
+            continue
+        labels = segment(net, runner, image, args)
+        written = [os.path.join(args.out, stem + '.png')]
+        save_image(label_image(labels, colours), written[0])
+        if args.overlay:
+            written.append(os.path.join(args.out, stem + '_overlay.jpg'))
+            save_image(overlay(image, labels, colours), written[1], quality=92)
+        found = [names[index] for index in np.unique(labels) if index < len(names)]
+        print('%s -> %s (%dx%d: %s)' % (path, ', '.join(written), image.shape[1], image.shape[0], ', '.join(found)))
+    if failed:
+        print('predict.py: %d of %d inputs failed' % (failed, len(paths) + len(problems)), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

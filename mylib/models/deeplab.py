@@ -6,7 +6,7 @@ aspp_with_separable_conv, decoder_use_separable_conv, add_image_level_feature.
 """
 from mxnet.gluon import nn
 
-from .layers import ConvBN, SeparableConv, normalize_pixels, resize_like
+from .layers import ConvBN, SeparableConv, batch_norm, normalize_pixels, resize_like
 from .xception import XceptionBackbone
 
 HEAD_DEPTH = 256  # official model.py: depth = 256 (ASPP, projection, decoder)
@@ -21,7 +21,7 @@ class ASPP(nn.HybridBlock):
     map (a corner-aligned bilinear resize of a 1x1 map is a copy). Dropout (keep 0.9) in training.
     """
 
-    def __init__(self, in_channels, rates, norm_layer=nn.BatchNorm, **kwargs):
+    def __init__(self, in_channels, rates, norm_layer=batch_norm, **kwargs):
         super().__init__(**kwargs)
         self.atrous_branches = []
         with self.name_scope():
@@ -45,7 +45,7 @@ class Decoder(nn.HybridBlock):
     """Refines the ASPP output with the stride-4 skip: [ASPP resized to the skip, skip 1x1 to 48] ->
     two separable 3x3 convs to 256."""
 
-    def __init__(self, in_channels, skip_channels, norm_layer=nn.BatchNorm, **kwargs):
+    def __init__(self, in_channels, skip_channels, norm_layer=batch_norm, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
             self.feature_projection = ConvBN(skip_channels, SKIP_PROJECTION, norm_layer=norm_layer)
@@ -67,12 +67,13 @@ class DeepLabV3Plus(nn.HybridBlock):
     `decoder=False`, which is DeepLab v3).
 
     output_stride: 8 or 16 (the same weights serve both). atrous_rates: the ASPP rates; by default
-    (6, 12, 18) at OS16 and (12, 24, 36) at OS8. norm_layer: `nn.BatchNorm`, or e.g.
-    `functools.partial(SyncBatchNorm, num_devices=4)` to train on several devices.
+    (6, 12, 18) at OS16 and (12, 24, 36) at OS8. norm_layer: a batch-norm factory (default
+    `layers.batch_norm`: BatchNorm with the official decay), e.g.
+    `functools.partial(batch_norm, layer=SyncBatchNorm, num_devices=4)` to train on several devices.
     """
 
     def __init__(self, num_classes=21, output_stride=16, atrous_rates=None, decoder=True,
-                 norm_layer=nn.BatchNorm, **kwargs):
+                 norm_layer=batch_norm, **kwargs):
         super().__init__(**kwargs)
         if atrous_rates is None:
             if output_stride not in DEFAULT_RATES:

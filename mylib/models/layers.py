@@ -14,6 +14,16 @@ BACKBONE_BN_EPSILON = 1e-3
 HEAD_BN_EPSILON = 1e-5
 
 
+def batch_norm(in_channels, epsilon, momentum=BN_MOMENTUM, layer=nn.BatchNorm, **kwargs):
+    """The default `norm_layer`: `layer` (nn.BatchNorm, or contrib SyncBatchNorm) with the official decay.
+
+    Other factories take (in_channels, epsilon) the same way, e.g. for four devices with fixed statistics:
+    `functools.partial(batch_norm, layer=SyncBatchNorm, num_devices=4)`, `partial(batch_norm,
+    use_global_stats=True)`. `momentum` is MXNet's (the weight of the old running value).
+    """
+    return layer(in_channels=in_channels, epsilon=epsilon, momentum=momentum, **kwargs)
+
+
 def same_padding(kernel_size, rate=1):
     """Padding (on each side) that the official graph applies to a `kernel_size` conv at `rate`.
 
@@ -34,19 +44,18 @@ class ConvBN(nn.HybridBlock):
     """Bias-free convolution, batch norm, and optionally ReLU (NCHW in, NCHW out).
 
     `groups=in_channels` (with `channels=in_channels`) makes it the depthwise half of a separable
-    convolution. `norm_layer` builds the batch norm (`nn.BatchNorm`, or `SyncBatchNorm` for several
-    devices); it is called with `in_channels`, `epsilon` and `momentum`.
+    convolution. `norm_layer(in_channels=..., epsilon=...)` builds the batch norm (see `batch_norm`).
     """
 
     def __init__(self, in_channels, channels, kernel_size=1, stride=1, rate=1, groups=1, relu=True,
-                 bn_epsilon=HEAD_BN_EPSILON, norm_layer=nn.BatchNorm, **kwargs):
+                 bn_epsilon=HEAD_BN_EPSILON, norm_layer=batch_norm, **kwargs):
         super().__init__(**kwargs)
         self.relu = relu
         with self.name_scope():
             self.conv = nn.Conv2D(channels, kernel_size, strides=stride,
                                   padding=same_padding(kernel_size, rate), dilation=rate,
                                   groups=groups, use_bias=False, in_channels=in_channels)
-            self.bn = norm_layer(in_channels=channels, epsilon=bn_epsilon, momentum=BN_MOMENTUM)
+            self.bn = norm_layer(in_channels=channels, epsilon=bn_epsilon)
 
     def hybrid_forward(self, F, x):
         x = self.bn(self.conv(x))
@@ -62,7 +71,7 @@ class SeparableConv(nn.HybridBlock):
     """
 
     def __init__(self, in_channels, channels, stride=1, rate=1, relu=True, bn_epsilon=HEAD_BN_EPSILON,
-                 norm_layer=nn.BatchNorm, **kwargs):
+                 norm_layer=batch_norm, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
             self.depthwise = ConvBN(in_channels, in_channels, 3, stride=stride, rate=rate,

@@ -7,7 +7,7 @@ from collections import namedtuple
 
 from mxnet.gluon import nn
 
-from .layers import BACKBONE_BN_EPSILON, ConvBN, SeparableConv, normalize_pixels
+from .layers import BACKBONE_BN_EPSILON, ConvBN, SeparableConv, batch_norm, normalize_pixels
 
 BlockSpec = namedtuple('BlockSpec', ['name', 'units', 'depths', 'stride', 'shortcut', 'relu_inside'])
 BlockSpec.__doc__ = """One block of Xception: `units` identical units of three separable convolutions.
@@ -68,7 +68,7 @@ def unit_plan(blocks, output_stride):
 class XceptionUnit(nn.HybridBlock):
     """Three separable convolutions (the last one carries the stride) plus the shortcut."""
 
-    def __init__(self, in_channels, spec, stride, rate, returns_skip=False, norm_layer=nn.BatchNorm,
+    def __init__(self, in_channels, spec, stride, rate, returns_skip=False, norm_layer=batch_norm,
                  **kwargs):
         super().__init__(**kwargs)
         self.relu_before = not spec.relu_inside
@@ -108,7 +108,7 @@ class XceptionBackbone(nn.HybridBlock):
     Units are registered under their names (`entry_block1_unit1`, ..., `middle_block1_unit16`, ...).
     """
 
-    def __init__(self, output_stride=16, blocks=XCEPTION_65, norm_layer=nn.BatchNorm, **kwargs):
+    def __init__(self, output_stride=16, blocks=XCEPTION_65, norm_layer=batch_norm, **kwargs):
         super().__init__(**kwargs)
         self.output_stride = output_stride
         self.units = []
@@ -145,7 +145,7 @@ class Xception65(nn.HybridBlock):
     (keep 0.5, training only), 1x1 conv with bias. Its `backbone` initialises DeepLabV3Plus's.
     """
 
-    def __init__(self, num_classes=1001, norm_layer=nn.BatchNorm, **kwargs):
+    def __init__(self, num_classes=1001, norm_layer=batch_norm, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
             self.backbone = XceptionBackbone(output_stride=32, norm_layer=norm_layer)

@@ -12,6 +12,10 @@ from pathlib import Path
 os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count() or 1))  # before mxnet is imported
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('MXNET_SUBGRAPH_VERBOSE', '0')
+# SyncBatchNorm blocks an engine thread until both devices' calls arrive, and CPU contexts share the
+# engine's temp buffers (mylib/training/loop.py, check_sync_batch_norm): with MXNet's 4 buffers even the
+# one-layer equivalence test in tests/test_training.py deadlocks; with 64 it has room.
+os.environ.setdefault('MXNET_CPU_TEMP_COPY', '64')
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -1,0 +1,76 @@
+"""The command line of train.py and train_multi_gpu.py: one parser, defaults from the official recipe."""
+import argparse
+
+from ..cli import size_type
+
+# Official DeepLab v3+ PASCAL recipe (research/deeplab train.py flags and g3doc/pascal.md):
+OFFICIAL = {
+    'lr': 0.007,          # base_learning_rate (VOC train_aug)
+    'power': 0.9,         # learning_power, 'poly' policy
+    'momentum': 0.9,      # momentum
+    'wd': 4e-5,           # weight_decay
+    'batch_size': 16,     # train_batch_size
+    'crop_size': (513, 513),
+    'iterations': 30000,  # training_number_of_steps
+    'output_stride': 16,
+    'bn_momentum': 0.9997,  # batch_norm_decay
+}
+# options that a resumed run must keep (the rest, like devices or workers, may change)
+FIXED_ON_RESUME = ('dataset', 'train_split', 'val_split', 'num_classes', 'crop_size', 'init', 'output_stride',
+                   'freeze_bn', 'bn_momentum', 'lr', 'power', 'momentum', 'wd', 'batch_size', 'iterations', 'seed',
+                   'kvstore')
+
+
+def build_parser(description, multi_gpu):
+    """The argparse parser; `multi_gpu` selects train_multi_gpu.py's --gpus (several devices, SyncBatchNorm)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group('data')
+    data.add_argument('--dataset', default='voc', choices=('voc', 'cityscapes', 'ade20k', 'folder'),
+                      help='voc: VOC 2012 + SBD (train_aug, 10,582 images, no val image); folder: your own data '
+                           'in the VOC layout with --num-classes (default voc)')
+    data.add_argument('--data-root', metavar='DIR', help="dataset folder (default: gluoncv's, ~/.mxnet/datasets/...)")
+    data.add_argument('--train-split', help='default: train_aug for voc, train otherwise')
+    data.add_argument('--val-split', default='val', help='validation split (default val); "none" to skip')
+    data.add_argument('--num-classes', type=int, help='classes of a --dataset folder (labels 0..N-1, 255 ignored)')
+    data.add_argument('--crop-size', type=size_type, default=OFFICIAL['crop_size'], help='HxW (default 513x513)')
+    data.add_argument('--num-workers', type=int, default=4, help='data loading processes (default 4)')
+    model = parser.add_argument_group('model')
+    model.add_argument('--init', metavar='FILE.params',
+                       help='start from converted weights: a DeepLab v3+ checkpoint (fine-tune; logits kept if the '
+                            'classes match) or the ImageNet xception_65 backbone')
+    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16), default=OFFICIAL['output_stride'],
+                       help='training output stride (default 16)')
+    model.add_argument('--freeze-bn', action='store_true',
+                       help='keep batch-norm statistics fixed (for small batches; gamma/beta still train)')
+    model.add_argument('--bn-momentum', type=float, default=OFFICIAL['bn_momentum'],
+                       help='weight of the old running statistics per step (default 0.9997, the official decay; '
+                            'lower it, e.g. 0.9, for short runs on small data)')
+    optim = parser.add_argument_group('optimization (defaults: the official VOC recipe)')
+    optim.add_argument('--lr', type=float, default=OFFICIAL['lr'], help='base learning rate (default 0.007)')
+    optim.add_argument('--power', type=float, default=OFFICIAL['power'], help='poly power (default 0.9)')
+    optim.add_argument('--momentum', type=float, default=OFFICIAL['momentum'], help='SGD momentum (default 0.9)')
+    optim.add_argument('--wd', type=float, default=OFFICIAL['wd'],
+                       help='weight decay on convolution weights; none on BN, biases, depthwise (default 4e-5)')
+    optim.add_argument('--batch-size', type=int, default=OFFICIAL['batch_size'],
+                       help='images per iteration over all devices (per worker with dist_sync) (default 16)')
+    optim.add_argument('--iterations', type=int, default=OFFICIAL['iterations'], help='default 30000')
+    optim.add_argument('--amp', action='store_true', help="mixed precision on GPUs (MXNet's AMP, float16)")
+    run = parser.add_argument_group('run')
+    run.add_argument('--run-dir', required=True, metavar='DIR',
+                     help='where checkpoints, metrics.jsonl, curves.png, config.json and best.params go')
+    run.add_argument('--resume', action='store_true', help='continue the run in --run-dir from its last checkpoint')
+    if multi_gpu:
+        run.add_argument('--gpus', required=True,
+                         help='devices sharing each batch, with SyncBatchNorm: 0,1,2,3 (or cpu:N to try it on CPU)')
+    else:
+        run.add_argument('--gpus', default=None, help='one device: a GPU number, or cpu (default: GPU 0 if any)')
+    run.add_argument('--kvstore', default='device', choices=('device', 'local', 'dist_sync', 'dist_device_sync'),
+                     help='gradient aggregation; dist_sync across machines (see README) (default device)')
+    run.add_argument('--seed', type=int, default=0, help='data order, augmentation and dropout (default 0)')
+    run.add_argument('--checkpoint-every', type=int, default=500, metavar='N', help='iterations (default 500)')
+    run.add_argument('--val-every', type=int, metavar='N', help='validate every N iterations (default: every epoch)')
+    run.add_argument('--val-os', type=int, choices=(8, 16), help='output stride of validation (default: training)')
+    run.add_argument('--val-limit', type=int, metavar='N', help='validate on the first N images only')
+    run.add_argument('--log-every', type=int, default=10, metavar='N', help='metrics.jsonl every N iterations')
+    run.add_argument('--quiet', action='store_true', help='no progress bars')
+    return parser

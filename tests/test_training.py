@@ -1,0 +1,348 @@
+"""Training: its parts against hand-computed values, and train.py / train_multi_gpu.py as users run them."""
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mxnet as mx
+import numpy as np
+import pytest
+from conftest import REPO, initialized, run_script, write_segmentation_folder
+from mxnet import autograd, gluon
+
+from mylib import DeepLabV3Plus
+from mylib.models.layers import ConvBN, batch_norm
+from mylib.training.initialization import TruncatedNormal, official_stddev
+from mylib.training.loop import decays
+from mylib.training.loss import pixel_cross_entropy
+from mylib.training.sampler import EpochBatchSampler
+from mylib.training.schedule import poly_learning_rate
+from mylib.weights import load_deeplab
+
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1')  # for processes that run side by side on 2 cores
+
+
+def synthetic_shapes(count, size, seed):
+    """{name: (image, label)}: the colour tells the class (red squares 1, blue discs 2, grey noise 0)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    items = {}
+    for index in range(count):
+        image = rng.normal(128, 20, (size, size, 3)).clip(0, 255).astype(np.uint8)
+        label = np.zeros((size, size), np.uint8)
+        for cls, colour in ((1, (220, 30, 30)), (2, (30, 30, 220))):
+            cy, cx = rng.integers(10, size - 10, 2)
+            radius = int(rng.integers(6, 12))
+            inside = ((np.abs(y - cy) <= radius) & (np.abs(x - cx) <= radius) if cls == 1
+                      else (y - cy) ** 2 + (x - cx) ** 2 <= radius ** 2)
+            image[inside], label[inside] = colour, cls
+        label[0] = 255  # a row of ignored pixels
+        items['img%02d' % index] = (image, label)
+    return items
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp('shapes')
+    write_segmentation_folder(root, synthetic_shapes(8, 64, seed=0), 'train')
+    write_segmentation_folder(root, synthetic_shapes(4, 64, seed=1), 'val')
+    return root
+
+
+def train_args(data, run_dir, *extra, iterations=4, gpus='cpu'):
+    return ('--dataset', 'folder', '--data-root', data, '--num-classes', '3', '--crop-size', '65x65',
+            '--batch-size', '2', '--iterations', str(iterations), '--num-workers', '0', '--run-dir', run_dir,
+            '--gpus', gpus, '--quiet') + extra
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, 'metrics.jsonl')) as stream:
+        return [json.loads(line) for line in stream]
+
+
+def read_params(path):
+    return {name: value.asnumpy() for name, value in mx.nd.load(str(path)).items()}
+
+
+# --- the parts -------------------------------------------------------------------------------------------------
+def test_poly_learning_rate_is_the_official_policy():
+    assert poly_learning_rate(0.007, 0, 100) == 0.007
+    assert poly_learning_rate(0.007, 50, 100) == pytest.approx(0.007 * 0.5 ** 0.9)
+    assert poly_learning_rate(0.007, 100, 100) == 0.0
+
+
+def test_loss_is_the_mean_over_the_labelled_pixels_of_the_whole_batch():
+    logits = mx.nd.array([[[[2.0, 0.0, 5.0]], [[0.0, 1.0, -5.0]]]])  # 1 x 2 classes x 1 x 3
+    labels = mx.nd.array([[[0, 1, 255]]])
+    total, count = pixel_cross_entropy(logits, labels)
+    expected = -(np.log(np.exp(2) / (np.exp(2) + 1)) + np.log(np.exp(1) / (1 + np.exp(1))))
+    assert count.asscalar() == 2 and total.asscalar() == pytest.approx(expected, rel=1e-6)
+    # two devices' parts, each divided by the whole batch's count, add up to the whole batch's mean
+    rng = np.random.default_rng(0)
+    logits = mx.nd.array(rng.normal(size=(4, 3, 5, 5)))
+    labels = mx.nd.array(rng.choice([0, 1, 2, 255], size=(4, 5, 5)))
+    whole_sum, whole_count = pixel_cross_entropy(logits, labels)
+    parts = [pixel_cross_entropy(logits[i:i + 2], labels[i:i + 2])[0] for i in (0, 2)]
+    assert sum(p.asscalar() for p in parts) / whole_count.asscalar() == pytest.approx(
+        whole_sum.asscalar() / whole_count.asscalar(), rel=1e-6)
+
+
+def test_sampler_is_deterministic_shards_without_overlap_and_resumes_mid_epoch():
+    sampler = EpochBatchSampler(10, 3, seed=4)
+    sampler.start(1)
+    epoch1 = list(sampler)
+    assert len(epoch1) == len(sampler) == 3  # the last incomplete batch is dropped
+    assert all(10 <= key < 20 for batch in epoch1 for key in batch)  # keys of epoch 1
+    assert len({key for batch in epoch1 for key in batch}) == 9
+    sampler.start(1, batch=2)
+    assert list(sampler) == epoch1[2:]
+    sampler.start(2)
+    assert list(sampler) != epoch1
+    ranks = [EpochBatchSampler(10, 2, seed=4, rank=r, num_workers=2) for r in (0, 1)]
+    keys = [{key for batch in rank for key in batch} for rank in ranks]
+    assert not keys[0] & keys[1] and len(keys[0]) == len(keys[1]) == 4
+    with pytest.raises(ValueError, match='cannot fill one batch'):
+        EpochBatchSampler(3, 4, seed=0)
+
+
+def test_weight_decay_only_on_convolution_weights():
+    names = DeepLabV3Plus(21)._collect_params_with_prefix()
+    decayed = {name for name in names if decays(name)}
+    assert 'backbone.conv1_1.conv.weight' in decayed and 'logits.weight' in decayed
+    assert 'backbone.entry_block1_unit1.separable_conv1.pointwise.conv.weight' in decayed
+    assert 'aspp.aspp1.depthwise.conv.weight' not in decayed  # official: depthwise not regularized
+    assert not any(name.endswith(('.gamma', '.beta', '.running_mean', '.running_var', '.bias')) for name in decayed)
+    assert len(decayed) == sum(name.endswith('conv.weight') and '.depthwise.' not in name for name in names) + 1
+
+
+def test_official_initializers():
+    assert official_stddev('backbone.middle_block1_unit3.separable_conv1.depthwise.conv.weight') == 0.09
+    assert official_stddev('aspp.aspp2.depthwise.conv.weight') == 0.33
+    assert official_stddev('decoder.conv1.pointwise.conv.weight') == 0.06
+    assert official_stddev('logits.weight') == 0.01
+    assert official_stddev('aspp.projection.conv.weight') is None  # slim's default: Xavier
+    values = mx.nd.zeros((200, 50))
+    TruncatedNormal(0.5, seed=[1, 2])._init_weight('w', values)
+    again = mx.nd.zeros((200, 50))
+    TruncatedNormal(0.5, seed=[1, 2])._init_weight('w', again)
+    assert np.abs(values.asnumpy()).max() <= 1.0 and values.asnumpy().std() == pytest.approx(0.44, abs=0.02)
+    assert np.array_equal(values.asnumpy(), again.asnumpy())
+
+
+def test_syncbatchnorm_over_two_contexts_equals_batchnorm_over_the_whole_batch():
+    from mxnet.gluon.contrib.nn import SyncBatchNorm
+    ctxs = [mx.cpu(0), mx.cpu(1)]
+    sync = ConvBN(3, 4, 3, norm_layer=functools.partial(batch_norm, layer=SyncBatchNorm, num_devices=2,
+                                                        momentum=0.5))
+    plain = ConvBN(3, 4, 3, norm_layer=functools.partial(batch_norm, momentum=0.5))
+    for block, where in ((sync, ctxs), (plain, [mx.cpu()])):
+        block.initialize(mx.init.Constant(0.1), ctx=where)
+        block.conv.weight.set_data(mx.nd.array(np.random.default_rng(0).normal(size=(4, 3, 3, 3))))
+        block.hybridize()
+    rng = np.random.default_rng(1)
+    for _ in range(2):  # two steps: the running statistics move twice
+        x = mx.nd.array(rng.normal(1, 3, (4, 3, 6, 6)))
+        head = mx.nd.array(rng.normal(size=(4, 4, 6, 6)))
+        parts = gluon.utils.split_and_load(x, ctxs)
+        heads = gluon.utils.split_and_load(head, ctxs)
+        with autograd.record():
+            outputs = [sync(part) for part in parts]
+            objectives = [(output * part).sum() for output, part in zip(outputs, heads)]
+            whole = plain(x)
+            objective = (whole * head).sum()
+        autograd.backward(objectives)
+        objective.backward()
+        assert np.allclose(np.concatenate([o.asnumpy() for o in outputs]), whole.asnumpy(), atol=1e-5)
+        for name in ('conv.weight', 'bn.gamma', 'bn.beta'):
+            mine = sum(p.grad(ctx).asnumpy() for ctx, p in
+                       [(ctx, sync._collect_params_with_prefix()[name]) for ctx in ctxs])
+            assert np.allclose(mine, plain._collect_params_with_prefix()[name].grad().asnumpy(), rtol=1e-4,
+                               atol=1e-4), name
+        for name in ('bn.running_mean', 'bn.running_var'):
+            statistics = sync._collect_params_with_prefix()[name]
+            for ctx in ctxs:
+                assert np.allclose(statistics.data(ctx).asnumpy(),
+                                   plain._collect_params_with_prefix()[name].data().asnumpy(), rtol=1e-5), name
+
+
+def test_every_trainable_parameter_gets_a_gradient_from_the_training_loss():
+    net = initialized(DeepLabV3Plus(num_classes=3))
+    x = mx.nd.array(np.random.default_rng(0).uniform(0, 255, (2, 3, 33, 33)))
+    labels = mx.nd.array(np.random.default_rng(1).choice([0, 1, 2, 255], size=(2, 33, 33)))
+    with autograd.record():
+        total, count = pixel_cross_entropy(net(x), labels)
+        (total / count).backward()
+    silent = [name for name, p in net._collect_params_with_prefix().items()
+              if p.grad_req != 'null' and not np.abs(p.grad().asnumpy()).sum() > 0]
+    assert silent == []
+
+
+# --- train.py as users run it ----------------------------------------------------------------------------------
+def test_training_lowers_the_loss_and_writes_its_run_folder(shapes, tmp_path):
+    run_dir = tmp_path / 'run'
+    result = run_script('train.py', *train_args(shapes, run_dir, '--log-every', '1', '--lr', '0.02',
+                                                '--bn-momentum', '0.9', iterations=8), env=ONE_THREAD)
+    steps = [record for record in read_metrics(run_dir) if 'loss' in record]
+    assert [record['iteration'] for record in steps] == list(range(1, 9))
+    assert np.mean([r['loss'] for r in steps[-3:]]) < np.mean([r['loss'] for r in steps[:3]])
+    assert steps[0]['lr'] == pytest.approx(0.02) and steps[-1]['lr'] == pytest.approx(0.02 * (1 / 8) ** 0.9)
+    validations = [record for record in read_metrics(run_dir) if 'val_miou' in record]
+    assert [record['iteration'] for record in validations] == [4, 8]  # every epoch (4 batches of 2)
+    config = json.loads((run_dir / 'config.json').read_text())
+    assert config['lr'] == 0.02 and config['num_classes'] == 3 and config['devices'] == ['cpu(0)']
+    assert (run_dir / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert (run_dir / 'checkpoints' / 'latest').read_text().strip() == 'iter-00000008'
+    best = json.loads((run_dir / 'best.json').read_text())
+    assert best['val_miou'] == max(record['val_miou'] for record in validations)
+    assert load_deeplab(run_dir / 'final.params').num_classes == 3
+    assert 'done: 8 iterations' in result.stdout
+
+
+@pytest.mark.parametrize('freeze', [False, True], ids=['trained-bn', 'frozen-bn'])
+def test_batch_norm_statistics_frozen_or_trained_as_asked(shapes, converted_reference, tmp_path, freeze):
+    init = converted_reference[0]  # statistics calibrated on real photos: frozen, they still normalise
+    run_dir = tmp_path / 'run'
+    frozen = ('--freeze-bn',) if freeze else ()
+    run_script('train.py', *train_args(shapes, run_dir, '--init', init, '--val-split', 'none', '--bn-momentum', '0.5',
+                                       *frozen, iterations=2), env=ONE_THREAD)
+    before, after = read_params(init), read_params(run_dir / 'final.params')
+    statistics = [name for name in after if name.endswith(('running_mean', 'running_var'))]
+    moved = [name for name in statistics if not np.array_equal(before[name], after[name])]
+    assert (moved == []) if freeze else (len(moved) == len(statistics))
+    gammas = [name for name in after if name.endswith('.gamma')]
+    assert all(not np.array_equal(before[name], after[name]) for name in gammas)  # gamma trains either way
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(shapes, tmp_path):
+    settings = ('--checkpoint-every', '1', '--val-split', 'none', '--seed', '3')
+    straight, killed = tmp_path / 'straight', tmp_path / 'killed'
+    run_script('train.py', *train_args(shapes, straight, *settings, iterations=6), env=ONE_THREAD)
+    command = [sys.executable, str(REPO / 'train.py'), *map(str, train_args(shapes, killed, *settings, iterations=6))]
+    process = subprocess.Popen(command, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = killed / 'checkpoints' / 'latest'
+    deadline = time.time() + 300
+    while not (latest.exists() and latest.read_text().strip() >= 'iter-00000003') and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stopped_at = int(latest.read_text().strip().split('-')[1])
+    assert 3 <= stopped_at < 6, 'the run was not killed half-way'
+    result = run_script('train.py', *train_args(shapes, killed, *settings, '--resume', iterations=6), env=ONE_THREAD)
+    assert 'resumed %s at iteration %d' % (killed, stopped_at) in result.stdout
+    first, second = read_params(straight / 'final.params'), read_params(killed / 'final.params')
+    assert all(np.array_equal(first[name], second[name]) for name in first)
+    assert [r['iteration'] for r in read_metrics(killed)] == [r['iteration'] for r in read_metrics(straight)]
+
+
+@pytest.fixture(scope='module')
+def overfit_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('overfit')
+    items = synthetic_shapes(4, 64, seed=5)
+    write_segmentation_folder(root, items, 'train')
+    write_segmentation_folder(root, items, 'val')
+    return root
+
+
+def test_fine_tuning_learns_a_handful_of_images(overfit_data, converted_reference, tmp_path):
+    """Converted 21-class weights fine-tuned to 3 new classes (logits re-initialised) on four images."""
+    run_dir = tmp_path / 'run'
+    result = run_script('train.py', '--dataset', 'folder', '--data-root', overfit_data, '--num-classes', '3',
+                        '--crop-size', '65x65', '--batch-size', '4', '--iterations', '100', '--lr', '0.02',
+                        '--bn-momentum', '0.9', '--num-workers', '0', '--val-every', '25', '--checkpoint-every', '100',
+                        '--init', converted_reference[0], '--run-dir', run_dir, '--gpus', 'cpu', '--quiet')
+    assert 'logits not loaded: 21 classes there, 3 here' in result.stdout
+    best = json.loads((run_dir / 'best.json').read_text())
+    assert best['val_miou'] >= 0.75, 'mIoU %.3f after 100 iterations' % best['val_miou']
+
+
+def test_train_multi_gpu_on_two_cpu_contexts(shapes, converted_reference, tmp_path):
+    """The multi-device path (batch split, whole-batch loss, gradients of both devices) on CPU contexts,
+    where batch-norm statistics must be frozen (SyncBatchNorm needs GPUs)."""
+    run_dir = tmp_path / 'run'
+    refused(run_script('train_multi_gpu.py', *train_args(shapes, run_dir, gpus='cpu:2'), check=False),
+            'SyncBatchNorm runs on GPUs only', '--freeze-bn')
+    run_script('train_multi_gpu.py', *train_args(shapes, run_dir, '--val-split', 'none', '--freeze-bn', '--init',
+                                                 converted_reference[0], '--log-every', '1', '--lr', '0.001',
+                                                 iterations=6, gpus='cpu:2'), env=ONE_THREAD)
+    config = json.loads((run_dir / 'config.json').read_text())
+    assert config['devices'] == ['cpu(0)', 'cpu(1)']
+    losses = [record['loss'] for record in read_metrics(run_dir) if 'loss' in record]
+    assert len(losses) == 6 and all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert load_deeplab(run_dir / 'final.params').num_classes == 3
+
+
+def test_dist_sync_with_two_workers_on_loopback(shapes, tmp_path):
+    run_dir = tmp_path / 'run'
+    result = run_script('-m', 'mylib.training.launch', '--workers', '2', '--', sys.executable, REPO / 'train.py',
+                        *train_args(shapes, run_dir, '--kvstore', 'dist_sync', '--val-split', 'none', iterations=3),
+                        env=ONE_THREAD)
+    digests = sorted(line.split()[-1] for line in result.stdout.splitlines() if 'parameters sha256' in line)
+    assert len(digests) == 2 and digests[0] == digests[1], result.stdout
+    assert load_deeplab(run_dir / 'final.params').num_classes == 3
+    config = json.loads((run_dir / 'config.json').read_text())
+    assert config['workers'] == 2 and config['kvstore'] == 'dist_sync'
+
+
+# --- clear errors ----------------------------------------------------------------------------------------------
+def refused(result, *words):
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    for word in words:
+        assert word in line, line
+
+
+def test_missing_dataset(tmp_path):
+    result = run_script('train.py', '--data-root', tmp_path / 'nowhere', '--run-dir', tmp_path / 'run', check=False)
+    refused(result, str(tmp_path / 'nowhere'), 'pascal_voc.py')
+    assert not (tmp_path / 'run').exists()
+
+
+def test_list_naming_a_missing_file(shapes, tmp_path):
+    data = tmp_path / 'data'
+    write_segmentation_folder(data, synthetic_shapes(2, 32, seed=0), 'train')
+    with open(data / 'ImageSets' / 'Segmentation' / 'train.txt', 'a') as stream:
+        stream.write('ghost\n')
+    result = run_script('train.py', *train_args(data, tmp_path / 'run', '--val-split', 'none'), check=False)
+    refused(result, 'train.txt lists ghost')
+
+
+def test_labels_outside_the_classes(tmp_path):
+    items = synthetic_shapes(2, 32, seed=0)
+    items['img00'][1][5, 5] = 7  # 3 classes: 7 is neither a class nor 255
+    data = write_segmentation_folder(tmp_path / 'data', items, 'train')
+    result = run_script('train.py', *train_args(data, tmp_path / 'run', '--val-split', 'none', iterations=2),
+                        check=False, env=ONE_THREAD)
+    refused(result, 'img00.png', '7')
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
+    run_dir = tmp_path / 'run'
+    result = run_script('train.py', *train_args(shapes, run_dir, '--lr', '1e12', '--checkpoint-every', '1',
+                                                '--val-split', 'none', iterations=20), check=False, env=ONE_THREAD)
+    refused(result, 'the loss became', 'last good checkpoint is')
+    stopped = int(result.stderr.split('at iteration ')[1].split(';')[0])
+    saved = sorted(os.listdir(run_dir / 'checkpoints'))
+    assert all(int(name.split('-')[1]) < stopped for name in saved if name.startswith('iter-'))
+
+
+def test_run_folder_protection_and_resume_settings(shapes, tmp_path):
+    run_dir = tmp_path / 'run'
+    run_script('train.py', *train_args(shapes, run_dir, '--val-split', 'none', iterations=1), env=ONE_THREAD)
+    again = run_script('train.py', *train_args(shapes, run_dir, '--val-split', 'none', iterations=1), check=False)
+    refused(again, 'already holds a run', '--resume')
+    changed = run_script('train.py', *train_args(shapes, run_dir, '--val-split', 'none', '--lr', '0.1', '--resume',
+                                                 iterations=1), check=False)
+    refused(changed, '--lr 0.007 (not 0.1)')
+
+
+def test_device_options(shapes, tmp_path):
+    amp = run_script('train.py', *train_args(shapes, tmp_path / 'a', '--amp'), check=False)
+    refused(amp, '--amp', 'needs GPUs')
+    several = run_script('train.py', *train_args(shapes, tmp_path / 'b', gpus='cpu:2'), check=False)
+    assert several.returncode == 2 and 'train_multi_gpu.py' in several.stderr
+    uneven = run_script('train_multi_gpu.py', *train_args(shapes, tmp_path / 'c', '--batch-size', '3', '--freeze-bn',
+                                                           gpus='cpu:2'), check=False)
+    refused(uneven, '--batch-size 3', '2 devices')

@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Export DeepLab v3+ weights for deployment: an ONNX file, or MXNet's symbol + params pair.
+
+    python export.py --weights voc.params --format onnx        # -> voc-os16-513x513.onnx
+    python export.py --weights voc.params --format onnx --os 8 --size 1025x2049 --output city-os8
+    python export.py --weights voc.params --format symbol      # -> voc-os16-symbol.json, voc-os16-0000.params
+
+Both take `data`, N x 3 x H x W float32 RGB pixel values in [0, 255] (normalised inside), and give
+`logits`, N x classes x H x W, equal to the Gluon model's (each export is run against it on a random
+image before it is kept). The ONNX graph is fixed to --size with a dynamic batch axis N; the MXNet
+symbol takes any size, like the Gluon model:
+    net = mx.gluon.SymbolBlock.imports('voc-os16-symbol.json', ['data'], 'voc-os16-0000.params')
+
+ONNX is the way to GPUs that MXNet's wheels do not support: mxnet-cu112 1.9.1 carries GPU code for
+sm_50 to sm_86 only (Maxwell to Ampere; no Ada such as the RTX 40 series or L4, no Hopper such as
+the H100). Run the .onnx file there with onnxruntime-gpu (`pip install onnxruntime-gpu`):
+
+    import onnxruntime
+    session = onnxruntime.InferenceSession('voc-os16-513x513.onnx',
+                                           providers=['CUDAExecutionProvider', 'CPUExecutionProvider'])
+    logits = session.run(['logits'], {'data': x})[0]   # x: N x 3 x 513 x 513 float32 RGB 0-255
+"""
+import argparse
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from mylib.cli import size_type  # noqa: E402
+
+FORMATS = ('onnx', 'symbol')
+OFFICIAL_CROP = (513, 513)  # official eval_crop_size for PASCAL VOC
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, `export.py: error: ...` (status 2)."""
+
+    def error(self, message):
+        self.exit(2, '%s: error: %s (see --help)\n' % (self.prog, message))
+
+
+def build_parser():
+    parts = __doc__.split('\n\n')
+    parser = OneLineErrorParser(description=parts[0], epilog='\n\n'.join(parts[1:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = parser.add_argument_group('model')
+    model.add_argument('--weights', required=True, metavar='FILE.params',
+                       help='DeepLab v3+ parameters (converted by converters/extract_weights.py, or saved by '
+                            'training); the classes and decoder are read from the file')
+    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16), default=16,
+                       help='output stride of the exported graph (default 16; 8 is finer and about 3x slower)')
+    export = parser.add_argument_group('export')
+    export.add_argument('--format', required=True, choices=FORMATS,
+                        help='onnx: PREFIX.onnx (onnxruntime and other ONNX runtimes); symbol: PREFIX-symbol.json + '
+                             'PREFIX-0000.params (MXNet, mx.gluon.SymbolBlock.imports)')
+    export.add_argument('--size', type=size_type, default=OFFICIAL_CROP, metavar='HxW',
+                        help='input height x width the ONNX graph is fixed to (default %dx%d, the official '
+                             'crop); its batch axis is dynamic (any N, so there is no --batch-size). The symbol '
+                             'takes any size: --size is then only that of the check input' % OFFICIAL_CROP)
+    output = parser.add_argument_group('output')
+    output.add_argument('--output', metavar='PREFIX',
+                        help='output path without extension, in an existing folder (default: '
+                             '<weights name>-os<OS>[-<H>x<W> for onnx] in the current folder)')
+    output.add_argument('--no-check', action='store_true',
+                        help='skip running the exported model against the Gluon model on a random input')
+    return parser
+
+
+def output_prefix(parser, args):
+    """--output (its folder must exist), or `<weights name>-os16[-513x513]` in the current folder."""
+    if args.output is None:
+        name = os.path.splitext(os.path.basename(args.weights))[0]
+        suffix = '-%dx%d' % args.size if args.format == 'onnx' else ''
+        return '%s-os%d%s' % (name, args.output_stride, suffix)
+    prefix = args.output[:-len('.onnx')] if args.format == 'onnx' and args.output.endswith('.onnx') else args.output
+    folder = os.path.dirname(os.path.abspath(prefix))
+    if not os.path.isdir(folder):
+        parser.error('--output %s: folder %s does not exist' % (args.output, folder))
+    if os.path.isdir(prefix):
+        parser.error('--output %s is a folder; give a file prefix such as %s'
+                     % (args.output, os.path.join(prefix, 'deeplab')))
+    return prefix
+
+
+def check_input(args):
+    """A random 1 x 3 x H x W image (0-255) to run the export on, or None when it is not to be run."""
+    import numpy as np
+    if args.no_check:
+        return None
+    if args.format == 'onnx':
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            print('not checked: onnxruntime is not installed (pip install onnxruntime)')
+            return None
+    return np.random.default_rng(0).uniform(0, 255, (1, 3) + args.size).astype(np.float32)
+
+
+def export(args):
+    """Load the weights, export and check; prints what was written. WeightsError, ExportError."""
+    from mylib.export import export_onnx, export_symbol
+    from mylib.weights import load_deeplab
+    net = load_deeplab(args.weights, args.output_stride)
+    print('loaded %s: DeepLabV3Plus(num_classes=%d%s), output stride %d'
+          % (args.weights, net.num_classes, '' if net.decoder is not None else ', decoder=False',
+             args.output_stride))
+    x = check_input(args)
+    if args.format == 'onnx':
+        path, difference = export_onnx(net, args.output + '.onnx', args.size, check_input=x)
+        paths, size = [path], '%d x %d' % args.size
+    else:
+        paths, difference = export_symbol(net, args.output, check_input=x)
+        size = 'H x W'
+    print('wrote %s: input data N x 3 x %s float32 RGB 0-255, output logits N x %d x %s'
+          % (' and '.join(paths), size, net.num_classes, size))
+    if difference is not None:
+        print('checked against the Gluon model on a random %d x %d image: max |difference| = %.1g of max |logit|'
+              % (args.size + (difference,)))
+
+
+def main(argv=None):
+    from mylib.export import ExportError
+    from mylib.weights import WeightsError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.output = output_prefix(parser, args)
+    try:
+        export(args)
+    except (WeightsError, ExportError) as error:
+        parser.exit(1, '%s: error: %s\n' % (parser.prog, ' '.join(str(error).split())))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

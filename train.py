@@ -22,8 +22,12 @@ def main(argv=None, multi_gpu=False, description=__doc__):
     from mylib.weights import WeightsError
     parser = build_parser(description, multi_gpu)
     options = parser.parse_args(argv)
-    if not multi_gpu and options.gpus and (',' in options.gpus or options.gpus.startswith('cpu:')):
-        parser.error('train.py runs on one device; use train_multi_gpu.py --gpus %s' % options.gpus)
+    if not multi_gpu:
+        if options.gpus and (',' in options.gpus or options.gpus.startswith('cpu:')):
+            parser.error('train.py runs on one device; use train_multi_gpu.py --gpus %s' % options.gpus)
+        if options.gpus is None:   # one device: GPU 0 if there is one, else the CPU
+            import mxnet as mx
+            options.gpus = '0' if mx.context.num_gpus() else 'cpu'
     try:
         train(options)
     except (TrainingError, DatasetError, WeightsError) as error:

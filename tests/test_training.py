@@ -53,9 +53,11 @@ def shapes(tmp_path_factory):
 
 
 def train_args(data, run_dir, *extra, iterations=4, gpus='cpu'):
+    """train.py's options for the tiny dataset; gpus=None leaves --gpus to its default."""
+    device = ('--gpus', gpus) if gpus else ()
     return ('--dataset', 'folder', '--data-root', data, '--num-classes', '3', '--crop-size', '65x65',
             '--batch-size', '2', '--iterations', str(iterations), '--num-workers', '0', '--run-dir', run_dir,
-            '--gpus', gpus, '--quiet') + extra
+            '--quiet') + device + extra
 
 
 def read_metrics(run_dir):
@@ -184,7 +186,8 @@ def test_every_trainable_parameter_gets_a_gradient_from_the_training_loss():
 def test_training_lowers_the_loss_and_writes_its_run_folder(shapes, tmp_path):
     run_dir = tmp_path / 'run'
     result = run_script('train.py', *train_args(shapes, run_dir, '--log-every', '1', '--lr', '0.02',
-                                                '--bn-momentum', '0.9', iterations=8), env=ONE_THREAD)
+                                                '--bn-momentum', '0.9', iterations=8, gpus=None),
+                        env=ONE_THREAD)
     steps = [record for record in read_metrics(run_dir) if 'loss' in record]
     assert [record['iteration'] for record in steps] == list(range(1, 9))
     assert np.mean([r['loss'] for r in steps[-3:]]) < np.mean([r['loss'] for r in steps[:3]])
@@ -192,7 +195,8 @@ def test_training_lowers_the_loss_and_writes_its_run_folder(shapes, tmp_path):
     validations = [record for record in read_metrics(run_dir) if 'val_miou' in record]
     assert [record['iteration'] for record in validations] == [4, 8]  # every epoch (4 batches of 2)
     config = json.loads((run_dir / 'config.json').read_text())
-    assert config['lr'] == 0.02 and config['num_classes'] == 3 and config['devices'] == ['cpu(0)']
+    assert config['lr'] == 0.02 and config['num_classes'] == 3
+    assert config['devices'] == ['cpu(0)']  # the default: one device (GPU 0 if any, else the CPU)
     assert (run_dir / 'curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert (run_dir / 'checkpoints' / 'latest').read_text().strip() == 'iter-00000008'
     best = json.loads((run_dir / 'best.json').read_text())

@@ -45,7 +45,8 @@ def build_parser():
     data.add_argument('--limit', type=int, metavar='N', help='only the first N images (a quick check)')
     run = parser.add_argument_group('run')
     run.add_argument('--gpus', default=None, help="GPU ids like 0,1, or cpu / cpu:N (default: every GPU, else CPU)")
-    run.add_argument('--batch-size', type=int, default=1, help='images per step, split over the devices')
+    run.add_argument('--batch-size', type=int, help='images per step, split over the devices '
+                                                    '(default: one per device)')
     run.add_argument('--output', metavar='FILE.json', help='results file (default: eval_<weights>_<dataset>_<split>'
                                                            '_os<N>[_ms][_flip].json here)')
     run.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -72,6 +73,9 @@ def main(argv=None):
         ctxs = parse_devices(args.gpus)
     except ValueError as error:
         parser.error(str(error))
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error('--batch-size %d: give at least 1' % args.batch_size)
+    args.batch_size = args.batch_size or len(ctxs)
     release = None
     try:
         if args.model:

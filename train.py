@@ -18,10 +18,11 @@ if __package__ in (None, ''):
 def main(argv=None, multi_gpu=False, description=__doc__):
     """Parse the options, train, and turn known failures into one-line errors (exit status 1)."""
     from mylib.data import DatasetError
-    from mylib.training import TrainingError, build_parser, train
+    from mylib.training import TrainingError, build_parser, given_options, train
     from mylib.weights import WeightsError
     parser = build_parser(description, multi_gpu)
     options = parser.parse_args(argv)
+    options.given = given_options(build_parser(description, multi_gpu), argv)  # --resume fills in the rest
     if not multi_gpu:
         if options.gpus and (',' in options.gpus or options.gpus.startswith('cpu:')):
             parser.error('train.py runs on one device; use train_multi_gpu.py --gpus %s' % options.gpus)

@@ -6,7 +6,9 @@
 The reference checkpoint (880 tensors, 350 MB, official names) is written first; each stage runs
 in its own process, as a user runs it, and its peak resident memory is that process's.
 """
+import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,11 @@ def measured(command):
     return float(seconds), int(peak_kb) / 1024
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--runs', type=int, default=1, help='runs per row (median reported; default 1)')
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix='deeplab-bench.') as workdir:
         checkpoint = str(reference_checkpoint(workdir))
         h5 = os.path.join(workdir, 'voc.h5')
@@ -39,11 +45,13 @@ def main():
             ('stage 2 (.h5 -> .params, mxnet only)', [sys.executable, SCRIPT, h5, '-q', '-o',
                                                        os.path.join(workdir, 'b.params')]),
         ]
-        print('extract_weights.py on the reference checkpoint (880 tensors, 732 converted), %s\n' % machine())
+        print('extract_weights.py on the reference checkpoint (880 tensors, 732 converted), %s, median of %d\n'
+              % (machine(), args.runs))
         print('| run | time | peak memory |')
         print('|---|---|---|')
         for name, command in rows:
-            seconds, peak = measured(command)
+            runs = [measured(command) for _ in range(args.runs)]
+            seconds, peak = statistics.median(r[0] for r in runs), max(r[1] for r in runs)
             print('| %s | %.1f s | %.0f MB |' % (name, seconds, peak))
 
 

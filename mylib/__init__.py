@@ -1,4 +1,6 @@
 """deeplab-gluon: DeepLab v3+ (Xception-65) in MXNet Gluon, exact to the official TF releases."""
+from .inference import predict
 from .models import DeepLabV3Plus, Xception65
+from .weights import load_deeplab
 
-__all__ = ['DeepLabV3Plus', 'Xception65']
+__all__ = ['DeepLabV3Plus', 'Xception65', 'load_deeplab', 'predict']

@@ -78,12 +78,12 @@ def test_several_devices_give_the_same_confusion_matrix(small_voc, tmp_path):
     weights = tmp_path / 'random.params'
     initialized(DeepLabV3Plus(num_classes=21), seed=5).save_parameters(str(weights))
     reports = []
-    for devices, batch in (('cpu', '1'), ('cpu:2', '2')):
+    for devices in ('cpu', 'cpu:2'):  # the default batch: one image per device
         output = tmp_path / ('%s.json' % devices.replace(':', ''))
         run_script(SCRIPT, '--weights', weights, '--data-root', small_voc, '--crop-size', '65x65', '--gpus', devices,
-                   '--batch-size', batch, '--output', output, '--quiet')
+                   '--output', output, '--quiet')
         reports.append(json.loads(output.read_text()))
-    assert reports[1]['settings']['devices'] == ['cpu(0)', 'cpu(1)']
+    assert reports[1]['settings']['devices'] == ['cpu(0)', 'cpu(1)'] and reports[1]['settings']['batch_size'] == 2
     assert reports[0]['confusion_matrix'] == reports[1]['confusion_matrix']
 
 

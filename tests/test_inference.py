@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 from conftest import PHOTOS, initialized, official_outputs
 
-from mylib import DeepLabV3Plus
-from mylib.inference import LogitsRunner, average_probabilities, branch_sizes, pad_to_crop, predict, resize
+from mylib import DeepLabV3Plus, load_deeplab, predict  # the public names users call
+from mylib.inference import LogitsRunner, average_probabilities, branch_sizes, pad_to_crop, resize
 from mylib.models import DecoderLogits
-from mylib.weights import load_deeplab
 
 
 @pytest.fixture(scope='module')

@@ -234,7 +234,8 @@ def test_resume_after_kill_equals_an_uninterrupted_run(shapes, tmp_path):
     process.wait()
     stopped_at = int(latest.read_text().strip().split('-')[1])
     assert 3 <= stopped_at < 6, 'the run was not killed half-way'
-    result = run_script('train.py', *train_args(shapes, killed, *settings, '--resume', iterations=6), env=ONE_THREAD)
+    # as a user resumes: the run folder alone; every setting comes from its config.json
+    result = run_script('train.py', '--run-dir', killed, '--resume', '--gpus', 'cpu', '--quiet', env=ONE_THREAD)
     assert 'resumed %s at iteration %d' % (killed, stopped_at) in result.stdout
     first, second = read_params(straight / 'final.params'), read_params(killed / 'final.params')
     assert all(np.array_equal(first[name], second[name]) for name in first)
@@ -340,6 +341,8 @@ def test_run_folder_protection_and_resume_settings(shapes, tmp_path):
     changed = run_script('train.py', *train_args(shapes, run_dir, '--val-split', 'none', '--lr', '0.1', '--resume',
                                                  iterations=1), check=False)
     refused(changed, '--lr 0.007 (not 0.1)')
+    missing = run_script('train.py', '--run-dir', tmp_path / 'elsewhere', '--resume', check=False)
+    refused(missing, 'elsewhere', 'no config.json')
 
 
 def test_device_options(shapes, tmp_path):

@@ -23,7 +23,7 @@ from ..models.layers import batch_norm
 from .curves import plot_curves
 from .initialization import initialize_for_training
 from .loss import pixel_cross_entropy
-from .options import FIXED_ON_RESUME
+from .options import FIXED_ON_RESUME, NOT_RESUMED
 from .run_directory import MetricsLog, RunDirectory
 from .sampler import EpochBatchSampler
 from .schedule import poly_learning_rate
@@ -124,10 +124,28 @@ def build_data(session):
         session.val_crop = DATASETS[options.dataset].crop_size if options.dataset in DATASETS else options.crop_size
 
 
+def resume_settings(options, run):
+    """On --resume, give every option not written on the command line its value in the run's config.json.
+
+    `options.given` holds the options written (train.py sets it); without it (a Namespace built in Python)
+    nothing is filled in, and start_or_resume only checks that the settings fixed on resume agree.
+    """
+    try:
+        saved = run.load_config()
+    except FileNotFoundError as error:
+        raise TrainingError('--resume: %s' % error) from None
+    given = getattr(options, 'given', None)
+    if given is None:
+        return
+    for name, value in saved.items():
+        if name in vars(options) and name not in given and name not in NOT_RESUMED + ('given',):
+            setattr(options, name, tuple(value) if isinstance(value, list) else value)
+
+
 def start_or_resume(session):
     """Save the settings of a new run, or restore the newest checkpoint of the run being resumed."""
     options, run = session.options, session.run
-    session.metrics = MetricsLog(run.file('metrics.jsonl'))
+    session.metrics = MetricsLog(run.file('metrics.jsonl') if session.rank == 0 else None)
     if not options.resume:
         if session.rank == 0 and os.path.exists(run.file('config.json')):
             raise TrainingError('%s already holds a run: add --resume to continue it, or choose another --run-dir'
@@ -138,9 +156,9 @@ def start_or_resume(session):
     saved = run.load_config()
     changed = [name for name in FIXED_ON_RESUME if name in saved and saved[name] != session.config.get(name)]
     if changed:
-        raise TrainingError('--resume: %s was started with %s; run it again with the same settings' % (
-            run.path, ', '.join('--%s %s (not %s)' % (name.replace('_', '-'), saved[name], session.config.get(name))
-                                for name in changed)))
+        raise TrainingError('--resume: %s was started with %s; resume it without these options or with the same '
+                            'values' % (run.path, ', '.join('--%s %s (not %s)' % (
+                                name.replace('_', '-'), saved[name], session.config.get(name)) for name in changed)))
     state = run.load_checkpoint(session.net, session.trainer, session.ctxs)
     if state is None:
         session.log('%s has no checkpoint yet: starting from the beginning' % run.path)
@@ -152,7 +170,8 @@ def start_or_resume(session):
 
 
 def config_of(options, session):
-    config = {key: (list(value) if isinstance(value, tuple) else value) for key, value in vars(options).items()}
+    config = {key: (list(value) if isinstance(value, tuple) else value) for key, value in vars(options).items()
+              if key != 'given'}
     config.update(devices=[str(ctx) for ctx in session.ctxs], workers=session.num_workers,
                   mxnet=mx.__version__)
     return config
@@ -171,6 +190,8 @@ def prepare(options, log=print):
                             % ', '.join(map(str, session.ctxs)))
     session.kvstore, session.rank, session.num_workers = distributed(options)
     session.run = RunDirectory(options.run_dir)
+    if options.resume:
+        resume_settings(options, session.run)
     build_data(session)
     options.crop_size = tuple(options.crop_size)
     session.config = config_of(options, session)

@@ -15,7 +15,9 @@ OFFICIAL = {
     'output_stride': 16,
     'bn_momentum': 0.9997,  # batch_norm_decay
 }
-# options that a resumed run must keep (the rest, like devices or workers, may change)
+# options that a resumed run must keep (the rest, like devices or workers, may change); --resume takes the
+# saved value of every option not written on its command line, except these (of the session, not the run)
+NOT_RESUMED = ('gpus', 'quiet', 'resume', 'run_dir')
 FIXED_ON_RESUME = ('dataset', 'train_split', 'val_split', 'num_classes', 'crop_size', 'init', 'output_stride',
                    'freeze_bn', 'bn_momentum', 'lr', 'power', 'momentum', 'wd', 'batch_size', 'iterations', 'seed',
                    'kvstore')
@@ -74,3 +76,13 @@ def build_parser(description, multi_gpu):
     run.add_argument('--log-every', type=int, default=10, metavar='N', help='metrics.jsonl every N iterations')
     run.add_argument('--quiet', action='store_true', help='no progress bars')
     return parser
+
+
+def given_options(parser, argv=None):
+    """The destinations of the options written in `argv` (default: sys.argv), not left to their defaults.
+
+    `parser` is used up: a fresh one from build_parser, whose defaults are suppressed here.
+    """
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))

@@ -103,24 +103,29 @@ class RunDirectory:
 
 
 class MetricsLog:
-    """RUN_DIR/metrics.jsonl: records as JSON lines, appended and flushed as they come."""
+    """RUN_DIR/metrics.jsonl: records as JSON lines, appended and flushed as they come. With path None
+    (workers other than rank 0 of a dist_sync run) nothing is written and nothing read."""
 
     def __init__(self, path):
-        self.path = os.fspath(path)
+        self.path = None if path is None else os.fspath(path)
 
     def read(self):
-        if not os.path.exists(self.path):
+        if self.path is None or not os.path.exists(self.path):
             return []
         with open(self.path) as stream:
             return [json.loads(line) for line in stream if line.strip()]
 
     def truncate_after(self, iteration):
         """Drop the records of iterations after `iteration` (logged by a run that was then killed)."""
+        if self.path is None:
+            return
         kept = [record for record in self.read() if record['iteration'] <= iteration]
         with atomic_path(self.path) as temporary:
             with open(temporary, 'w') as stream:
                 stream.writelines(json.dumps(record) + '\n' for record in kept)
 
     def append(self, record):
+        if self.path is None:
+            return
         with open(self.path, 'a') as stream:
             stream.write(json.dumps(record) + '\n')

@@ -289,6 +289,8 @@ def test_dist_sync_with_two_workers_on_loopback(shapes, tmp_path):
     assert load_deeplab(run_dir / 'final.params').num_classes == 3
     config = json.loads((run_dir / 'config.json').read_text())
     assert config['workers'] == 2 and config['kvstore'] == 'dist_sync'
+    logged = [record['iteration'] for record in read_metrics(run_dir)]
+    assert logged == [3], 'rank 0 alone writes the metrics: %s' % logged
 
 
 # --- clear errors ----------------------------------------------------------------------------------------------

@@ -68,7 +68,9 @@ def main(argv=None):
     from mylib.devices import parse_devices
     from mylib.evaluation import class_names, evaluate, iou_table
     from mylib.fileio import write_json
+    from mylib.inference import cap_onednn_isa
     from mylib.weights import WeightsError, load_deeplab
+    cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
     try:
         ctxs = parse_devices(args.gpus)
     except ValueError as error:

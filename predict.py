@@ -101,8 +101,9 @@ def main(argv=None):
     from mylib.devices import parse_devices
     from mylib.evaluation import class_names
     from mylib.images import ImageError, label_image, overlay, read_rgb, save_image
-    from mylib.inference import LogitsRunner
+    from mylib.inference import LogitsRunner, cap_onednn_isa
     from mylib.weights import WeightsError, load_deeplab
+    cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
     try:
         ctx = parse_devices(args.gpus)[:1]
     except ValueError as error:

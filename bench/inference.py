@@ -7,7 +7,8 @@ Hybridized with static memory, after warm-up, median of --runs. "fused" is the o
 `mylib.inference.LogitsRunner` builds (convolution + batch norm + ReLU + sum fused). "onnxruntime" is
 the ONNX file of export.py (`mylib.export.export_onnx`) on onnxruntime's CPU provider, with
 --threads intra-op threads. The official TF graph's times are those measured for the project on a
-2-core machine (issue "Exact DeepLab v3+").
+2-core machine (issue "Exact DeepLab v3+"). --onednn-isa caps oneDNN's kernels as evaluate.py and
+predict.py do (`mylib.inference.cap_onednn_isa`); ALL lets oneDNN choose.
 """
 import argparse
 import os
@@ -46,18 +47,26 @@ def main():
     parser.add_argument('--runs', type=int, default=7, help='timed runs per row (median reported)')
     parser.add_argument('--params', help='converted weights (default: convert the shared reference checkpoint)')
     parser.add_argument('--output-strides', default='16,8', help='comma-separated, default 16,8')
+    parser.add_argument('--onednn-isa', default=None,
+                        help="DNNL_MAX_CPU_ISA for MXNet's oneDNN (default: the inference scripts' cap, "
+                             'AVX512_MIC, unless set in the environment; ALL: no cap)')
     args = parser.parse_args()
     set_threads(args.threads)
     import mxnet as mx
     import numpy as np
 
-    from mylib.inference import LogitsRunner, resize
+    from mylib.inference import LogitsRunner, cap_onednn_isa, resize
     from mylib.weights import load_deeplab
+
+    if args.onednn_isa:
+        os.environ.pop('ONEDNN_MAX_CPU_ISA', None)
+        os.environ['DNNL_MAX_CPU_ISA'] = args.onednn_isa
+    isa = cap_onednn_isa()
 
     params = reference_params(args.params)
     x = mx.nd.array(np.random.default_rng(0).uniform(0, 255, (1, 3, 513, 513)).astype(np.float32))
-    print('CPU latency, 1 x 3 x 513 x 513, %s, OMP_NUM_THREADS=%d, median of %d runs after warm-up\n'
-          % (machine(), args.threads, args.runs))
+    print('CPU latency, 1 x 3 x 513 x 513, %s, OMP_NUM_THREADS=%d, oneDNN ISA cap %s, median of %d runs '
+          'after warm-up\n' % (machine(), args.threads, isa, args.runs))
     print('| output stride | MXNet hybridized | MXNet fused (oneDNN) | onnxruntime (CPU) | official TF graph '
           '| fused / TF | onnxruntime / TF |')
     print('|---|---|---|---|---|---|---|')

@@ -8,6 +8,8 @@ The official `predict_labels_multi_scale` (research/deeplab/model.py):
   - the flip branch flips the padded crop left-right, and flips its logits back;
   - the softmax of every branch is averaged; the label is the argmax.
 """
+import os
+
 import mxnet as mx
 import numpy as np
 
@@ -15,6 +17,13 @@ from .models import DecoderLogits
 
 MEAN_PIXEL = 127.5  # official: the padding value, 0 after the network's normalisation
 DEFAULT_CROP = (513, 513)
+
+# oneDNN 2.4 (inside MXNet 1.9.1) runs 1x1 convolutions with its AVX-512 "brgemm" kernels in NHWC and
+# depthwise ones in a blocked layout, so every separable convolution pays two layout reorders (about 50 of
+# 610 ms at OS16 on 2 cores, bench/inference.py). Capped at AVX512_MIC (its avx512_common kernels) every
+# convolution keeps one blocked layout. A cap above the CPU's own ISA changes nothing.
+FAST_ONEDNN_ISA = 'AVX512_MIC'
+ONEDNN_ISA_VARIABLES = ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA')
 
 
 def scale_dimension(size, scale):
@@ -27,6 +36,18 @@ def resize(x, size):
     if tuple(x.shape[2:]) == tuple(size):
         return x
     return mx.nd.contrib.BilinearResize2D(x, height=int(size[0]), width=int(size[1]), align_corners=True)
+
+
+def cap_onednn_isa(isa=FAST_ONEDNN_ISA):
+    """Limit oneDNN to `isa` kernels (DNNL_MAX_CPU_ISA) unless the user has set its variables; return the
+    setting in force. oneDNN reads it when it creates its first primitive: call this before any oneDNN
+    work in the process (the inference scripts call it first). Only changes speed, and round-off.
+    """
+    for name in ONEDNN_ISA_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name]
+    os.environ['DNNL_MAX_CPU_ISA'] = isa
+    return isa
 
 
 def uses_onednn(ctx):

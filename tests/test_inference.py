@@ -1,11 +1,21 @@
 """mylib.predict: the official single-scale labels, and the multi-scale + flip protocol's sizes and averaging."""
+import os
+
 import mxnet as mx
 import numpy as np
 import pytest
 from conftest import PHOTOS, initialized, official_outputs
 
 from mylib import DeepLabV3Plus, load_deeplab, predict  # the public names users call
-from mylib.inference import LogitsRunner, average_probabilities, branch_sizes, pad_to_crop, resize
+from mylib.inference import (
+    FAST_ONEDNN_ISA,
+    LogitsRunner,
+    average_probabilities,
+    branch_sizes,
+    cap_onednn_isa,
+    pad_to_crop,
+    resize,
+)
 from mylib.models import DecoderLogits
 
 
@@ -92,3 +102,12 @@ def test_predict_with_scales_flip_and_an_image_larger_than_the_crop(small_model)
 def test_predict_refuses_what_is_not_an_rgb_image(small_model):
     with pytest.raises(ValueError, match='H x W x 3'):
         predict(small_model, np.zeros((20, 20), np.uint8))
+
+
+def test_onednn_isa_cap_is_set_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv('DNNL_MAX_CPU_ISA', raising=False)
+    monkeypatch.delenv('ONEDNN_MAX_CPU_ISA', raising=False)
+    assert cap_onednn_isa() == FAST_ONEDNN_ISA and os.environ['DNNL_MAX_CPU_ISA'] == FAST_ONEDNN_ISA
+    monkeypatch.delenv('DNNL_MAX_CPU_ISA')
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')
+    assert cap_onednn_isa() == 'AVX2' and 'DNNL_MAX_CPU_ISA' not in os.environ

@@ -6,11 +6,13 @@ Tolerances from the reference README: TF against itself (oneDNN on/off) differs 
 max |logit| and 0.01 % of labels; every known porting mistake moves 15-75 % of the labels.
 """
 import json
+import os
 
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import PHOTOS, REFERENCE, official_outputs, padded_input
+from conftest import PHOTOS, REFERENCE, official_outputs, padded_input, run_script
+from PIL import Image
 
 from mylib import DeepLabV3Plus
 from mylib.inference import LogitsRunner
@@ -48,6 +50,19 @@ def test_stride4_logits_match_official_merged_logits(converted_reference, fuse):
     expected = official['merged_logits'].transpose(0, 3, 1, 2)
     assert logits.shape == expected.shape == (1, 21, 129, 129)
     assert np.abs(logits - expected).max() <= LOGIT_TOLERANCE * np.abs(expected).max()
+
+
+def test_predict_script_gives_the_official_labels(converted_reference, tmp_path):
+    """predict.py as users run it (in its own process, oneDNN capped as the inference scripts cap it)."""
+    official = official_outputs('astronaut')
+    image = official['input_uint8']
+    Image.fromarray(image).save(tmp_path / 'astronaut.png')  # lossless: the official input pixels
+    env = {name: value for name, value in os.environ.items() if name not in ('DNNL_MAX_CPU_ISA', 'ONEDNN_MAX_CPU_ISA')}
+    run_script('predict.py', tmp_path / 'astronaut.png', '--weights', converted_reference[0],
+               '--out', tmp_path / 'masks', env=env)
+    labels = np.array(Image.open(tmp_path / 'masks' / 'astronaut.png'))
+    expected = official['labels'][0, :image.shape[0], :image.shape[1]]
+    assert labels.shape == expected.shape and (labels == expected).mean() >= LABEL_AGREEMENT
 
 
 def trace_stages(net, x):

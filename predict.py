@@ -124,7 +124,7 @@ def main(argv=None):
     runner = LogitsRunner(net)
     os.makedirs(args.out, exist_ok=True)
     failed = len(problems)
-    for path, stem in zip(paths, output_names(paths)):
+    for number, (path, stem) in enumerate(zip(paths, output_names(paths)), 1):
         try:
             image = read_rgb(path)
         except ImageError as error:
@@ -138,7 +138,8 @@ def main(argv=None):
             written.append(os.path.join(args.out, stem + '_overlay.jpg'))
             save_image(overlay(image, labels, colours), written[1], quality=92)
         found = [names[index] for index in np.unique(labels) if index < len(names)]
-        print('%s -> %s (%dx%d: %s)' % (path, ', '.join(written), image.shape[1], image.shape[0], ', '.join(found)))
+        print('[%d/%d] %s -> %s (%dx%d: %s)' % (number, len(paths), path, ', '.join(written), image.shape[1],
+                                                image.shape[0], ', '.join(found)))
     if failed:
         print('predict.py: %d of %d inputs failed' % (failed, len(paths) + len(problems)), file=sys.stderr)
     return 1 if failed else 0

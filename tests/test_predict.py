@@ -79,6 +79,8 @@ def test_a_broken_file_is_reported_by_name_and_the_others_are_processed(predicte
     _, files = photos
     assert result.returncode == 1
     assert 'broken.jpg' in result.stderr and '1 of 11 inputs failed' in result.stderr
+    progress = [line.split()[0] for line in result.stdout.splitlines() if ' -> ' in line]
+    assert len(progress) == 10 and all(mark.endswith('/11]') for mark in progress)  # [i/N] per written image
     written = sorted(path.name for path in out.iterdir())
     for kind, name in files.items():
         stem = name.rsplit('.', 1)[0]

@@ -59,7 +59,6 @@ def main():
     from mylib.weights import load_deeplab
 
     if args.onednn_isa:
-        os.environ.pop('ONEDNN_MAX_CPU_ISA', None)
         os.environ['DNNL_MAX_CPU_ISA'] = args.onednn_isa
     isa = cap_onednn_isa()
 

@@ -23,7 +23,7 @@ DEFAULT_CROP = (513, 513)
 # 610 ms at OS16 on 2 cores, bench/inference.py). Capped at AVX512_MIC (its avx512_common kernels) every
 # convolution keeps one blocked layout. A cap above the CPU's own ISA changes nothing.
 FAST_ONEDNN_ISA = 'AVX512_MIC'
-ONEDNN_ISA_VARIABLES = ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA')
+ONEDNN_ISA_VARIABLE = 'DNNL_MAX_CPU_ISA'  # oneDNN 2.4 reads this name only (ONEDNN_MAX_CPU_ISA came later)
 
 
 def scale_dimension(size, scale):
@@ -39,15 +39,13 @@ def resize(x, size):
 
 
 def cap_onednn_isa(isa=FAST_ONEDNN_ISA):
-    """Limit oneDNN to `isa` kernels (DNNL_MAX_CPU_ISA) unless the user has set its variables; return the
-    setting in force. oneDNN reads it when it creates its first primitive: call this before any oneDNN
-    work in the process (the inference scripts call it first). Only changes speed, and round-off.
+    """Limit oneDNN to `isa` kernels (DNNL_MAX_CPU_ISA) unless the user has set it; return the setting in
+    force. oneDNN reads it when it creates its first primitive: call this before any oneDNN work in the
+    process (the inference scripts call it first). Only changes speed, and round-off.
     """
-    for name in ONEDNN_ISA_VARIABLES:
-        if os.environ.get(name):
-            return os.environ[name]
-    os.environ['DNNL_MAX_CPU_ISA'] = isa
-    return isa
+    if not os.environ.get(ONEDNN_ISA_VARIABLE):
+        os.environ[ONEDNN_ISA_VARIABLE] = isa
+    return os.environ[ONEDNN_ISA_VARIABLE]
 
 
 def uses_onednn(ctx):

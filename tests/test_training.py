@@ -347,6 +347,18 @@ def test_run_folder_protection_and_resume_settings(shapes, tmp_path):
     refused(missing, 'elsewhere', 'no config.json')
 
 
+def test_multi_device_run_resumes_from_another_folder_with_its_saved_settings(shapes, tmp_path):
+    """--freeze-bn (needed on CPU contexts) and a relative --data-root come back from config.json."""
+    run_dir = tmp_path / 'run'
+    relative = os.path.relpath(shapes, tmp_path)
+    run_script('train_multi_gpu.py', *train_args(relative, run_dir, '--freeze-bn', '--val-split', 'none', iterations=1,
+                                                  gpus='cpu:2'), cwd=tmp_path, env=ONE_THREAD)
+    result = run_script('train_multi_gpu.py', '--run-dir', run_dir, '--resume', '--gpus', 'cpu:2', '--quiet',
+                        env=ONE_THREAD)
+    assert 'resumed %s at iteration 1' % run_dir in result.stdout
+    assert json.loads((run_dir / 'config.json').read_text())['data_root'] == str(shapes)
+
+
 def test_device_options(shapes, tmp_path):
     amp = run_script('train.py', *train_args(shapes, tmp_path / 'a', '--amp'), check=False)
     refused(amp, '--amp', 'needs GPUs')

@@ -180,6 +180,12 @@ def config_of(options, session):
 def prepare(options, log=print):
     """Build a Session from the parsed options (train.py's or train_multi_gpu.py's)."""
     session = Session(options, log)
+    session.run = RunDirectory(options.run_dir)
+    if options.resume:  # first: every check below sees the settings the run will have
+        resume_settings(options, session.run)
+    for name in ('init', 'data_root'):  # saved absolute, so that a run resumes from any folder
+        if getattr(options, name):
+            setattr(options, name, os.path.abspath(getattr(options, name)))
     try:
         session.ctxs = parse_devices(options.gpus)
     except ValueError as error:
@@ -189,9 +195,6 @@ def prepare(options, log=print):
         raise TrainingError('--amp (float16 mixed precision) needs GPUs; this run is on %s'
                             % ', '.join(map(str, session.ctxs)))
     session.kvstore, session.rank, session.num_workers = distributed(options)
-    session.run = RunDirectory(options.run_dir)
-    if options.resume:
-        resume_settings(options, session.run)
     build_data(session)
     options.crop_size = tuple(options.crop_size)
     session.config = config_of(options, session)

@@ -17,7 +17,7 @@ OFFICIAL = {
 }
 # options that a resumed run must keep (the rest, like devices or workers, may change); --resume takes the
 # saved value of every option not written on its command line, except these (of the session, not the run)
-NOT_RESUMED = ('gpus', 'quiet', 'resume', 'run_dir')
+NOT_RESUMED = ('gpus', 'quiet', 'resume', 'run_dir', 'amp')  # amp: a property of the devices
 FIXED_ON_RESUME = ('dataset', 'train_split', 'val_split', 'num_classes', 'crop_size', 'init', 'output_stride',
                    'freeze_bn', 'bn_momentum', 'lr', 'power', 'momentum', 'wd', 'batch_size', 'iterations', 'seed',
                    'kvstore')
@@ -60,7 +60,9 @@ def build_parser(description, multi_gpu):
     run = parser.add_argument_group('run')
     run.add_argument('--run-dir', required=True, metavar='DIR',
                      help='where checkpoints, metrics.jsonl, curves.png, config.json and best.params go')
-    run.add_argument('--resume', action='store_true', help='continue the run in --run-dir from its last checkpoint')
+    run.add_argument('--resume', action='store_true',
+                     help='continue the run in --run-dir from its last checkpoint, with its saved settings '
+                          '(options written here may change devices, workers, logging; not the recipe)')
     if multi_gpu:
         run.add_argument('--gpus', required=True,
                          help='devices sharing each batch, with SyncBatchNorm: 0,1,2,3 (or cpu:N to try it on CPU)')

@@ -13,14 +13,14 @@ import pytest
 from conftest import REPO, initialized, run_script, write_segmentation_folder
 from mxnet import autograd, gluon
 
-from mylib import DeepLabV3Plus
+from mylib import DeepLabV3Plus, Xception65
 from mylib.models.layers import ConvBN, batch_norm
-from mylib.training.initialization import TruncatedNormal, official_stddev
+from mylib.training.initialization import TruncatedNormal, initialize_for_training, official_stddev
 from mylib.training.loop import decays
 from mylib.training.loss import pixel_cross_entropy
 from mylib.training.sampler import EpochBatchSampler
 from mylib.training.schedule import poly_learning_rate
-from mylib.weights import load_deeplab
+from mylib.weights import WeightsError, load_deeplab
 
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1')  # for processes that run side by side on 2 cores
 
@@ -132,6 +132,26 @@ def test_official_initializers():
     TruncatedNormal(0.5, seed=[1, 2])._init_weight('w', again)
     assert np.abs(values.asnumpy()).max() <= 1.0 and values.asnumpy().std() == pytest.approx(0.44, abs=0.02)
     assert np.array_equal(values.asnumpy(), again.asnumpy())
+
+
+def test_initialization_from_the_imagenet_backbone(tmp_path):
+    """--init with converted xception_65 weights: the backbone loaded, the head from the official initializers."""
+    imagenet = initialized(Xception65(1001), seed=3)
+    path = str(tmp_path / 'xception65.params')
+    imagenet.save_parameters(path)
+    net = DeepLabV3Plus(num_classes=3)
+    message = initialize_for_training(net, path, [mx.cpu()], seed=1)
+    assert 'ImageNet backbone' in message
+    theirs, ours = imagenet._collect_params_with_prefix(), net._collect_params_with_prefix()
+    backbone = [name for name in ours if name.startswith('backbone.')]
+    assert backbone and all(np.array_equal(ours[name].data().asnumpy(), theirs[name].data().asnumpy())
+                            for name in backbone)
+    logits = ours['logits.weight'].data().asnumpy()  # official: truncated normal, stddev 0.01
+    assert np.abs(logits).max() <= 0.02 and 0.007 < logits.std() < 0.01
+    assert np.all(ours['aspp.projection.bn.gamma'].data().asnumpy() == 1)  # batch norm starts as identity
+    mx.nd.save(str(tmp_path / 'other.params'), {'head.weight': mx.nd.zeros((2, 2))})
+    with pytest.raises(WeightsError, match='no backbone'):
+        initialize_for_training(DeepLabV3Plus(num_classes=3), str(tmp_path / 'other.params'), [mx.cpu()])
 
 
 def test_syncbatchnorm_over_two_contexts_equals_batchnorm_over_the_whole_batch():

@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import scipy.io
+import simplejpeg
 from conftest import REPO
 from PIL import Image
 
@@ -97,8 +98,14 @@ def voc_root(tmp_path_factory):
     return root, truth
 
 
-def pil_rgb(path):
-    return np.array(Image.open(path).convert('RGB'))
+def official_rgb(path):
+    """The pixels of TF's decode_jpeg (fast integer IDCT) / decode_png, which the datasets must read:
+    libjpeg-turbo decoding as test_jpeg_pixels_are_those_of_the_official_pipeline shows TF does."""
+    with open(path, 'rb') as stream:
+        data = stream.read()
+    if not simplejpeg.is_jpeg(data):
+        return np.array(Image.open(path).convert('RGB'))  # PNG: lossless, every decoder agrees
+    return simplejpeg.decode_jpeg(data, colorspace='RGB', fastdct=True, fastupsample=False)
 
 
 # ---------------------------------------------------------------------------------------------- VOC
@@ -113,7 +120,7 @@ def test_voc_splits(voc_root, split, names):
     for index, name in enumerate(names):
         image, label = ds[index]
         assert image.dtype == np.uint8 and label.dtype == np.uint8 and image.shape == label.shape + (3,)
-        np.testing.assert_array_equal(image, pil_rgb(root / 'VOC2012' / 'JPEGImages' / (name + '.jpg')))
+        np.testing.assert_array_equal(image, official_rgb(root / 'VOC2012' / 'JPEGImages' / (name + '.jpg')))
         np.testing.assert_array_equal(label, truth[name])  # the palette indices, 255 kept
         assert 255 in label and label.max() == 255
 
@@ -129,7 +136,7 @@ def test_train_aug_is_the_union_minus_val(voc_root):
     for index, name in enumerate(names):
         image, label = ds[index]
         np.testing.assert_array_equal(label, truth[name])  # VOC PNG (with 255) for a1, a2; SBD .mat for s*
-        np.testing.assert_array_equal(image, pil_rgb(ds.files[index][0]))
+        np.testing.assert_array_equal(image, official_rgb(ds.files[index][0]))
     files = dict(zip(ds.names, ds.files))
     assert files['a1'][1].endswith('VOC2012/SegmentationClass/a1.png')
     assert files['s1'][1].endswith('VOCaug/dataset/cls/s1.mat')
@@ -183,6 +190,35 @@ def test_folder_dataset_with_png_images(tmp_path):
     np.testing.assert_array_equal(read_label, label)
 
 
+TF_DECODE = textwrap.dedent("""
+    import sys, numpy as np, tensorflow as tf
+    np.savez(sys.argv[-1], *[tf.io.decode_jpeg(open(path, 'rb').read(), channels=3).numpy()
+                             for path in sys.argv[1:-1]])
+""")
+
+
+def test_jpeg_pixels_are_those_of_the_official_pipeline(tmp_path):
+    """tf.io.decode_jpeg (the official data_generator's decoder, in a TF subprocess), to the bit: a photo
+    shipped with matplotlib, and a grayscale JPEG; a CMYK JPEG (which libjpeg-turbo cannot make RGB) still reads."""
+    import matplotlib
+
+    from mylib.data.datasets import read_image
+    photo = os.path.join(matplotlib.get_data_path(), 'sample_data', 'grace_hopper.jpg')
+    gray = str(tmp_path / 'gray.jpg')
+    Image.fromarray(random_photo(np.random.default_rng(5), 40, 30)).convert('L').save(gray, quality=80)
+    subprocess.run([sys.executable, '-c', TF_DECODE, photo, gray, str(tmp_path / 'tf.npz')], check=True,
+                   capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    official = np.load(tmp_path / 'tf.npz')
+    for index, path in enumerate((photo, gray)):
+        np.testing.assert_array_equal(read_image(path), official['arr_%d' % index], err_msg=path)
+    cmyk = str(tmp_path / 'cmyk.jpg')
+    Image.fromarray(random_photo(np.random.default_rng(6), 20, 24)).convert('CMYK').save(cmyk)
+    assert read_image(cmyk).shape == (20, 24, 3)
+    (tmp_path / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really')
+    with pytest.raises(DatasetError, match='broken.jpg'):
+        read_image(str(tmp_path / 'broken.jpg'))
+
+
 # --------------------------------------------------------------------------------- Cityscapes, ADE20K
 
 # cityscapesScripts helpers/labels.py: (name, id, trainId), trainId 255 = ignored in evaluation
@@ -211,7 +247,7 @@ def test_cityscapes_label_ids_to_train_ids(tmp_path):
     assert ds.names == ['frankfurt/frankfurt_000000_000294', 'lindau/lindau_000001_000019']
     image, label = ds[0]
     assert image.shape == (4, len(ids), 3) and ds.num_classes == 19
-    np.testing.assert_array_equal(image, pil_rgb(ds.files[0][0]))
+    np.testing.assert_array_equal(image, official_rgb(ds.files[0][0]))
     np.testing.assert_array_equal(label, np.tile(expected, (4, 1)))
     (tmp_path / 'gtFine' / 'val' / 'lindau' / 'lindau_000001_000019_gtFine_labelIds.png').unlink()
     with pytest.raises(DatasetError, match='lindau_000001_000019_leftImg8bit.png has no label'):

@@ -16,6 +16,7 @@ from types import MappingProxyType
 import cv2
 import numpy as np
 import scipy.io
+import simplejpeg
 from mxnet import gluon
 from PIL import Image
 
@@ -58,10 +59,27 @@ CITYSCAPES_TRAIN_IDS = ((7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19,
 
 
 def read_image(path):
-    """H x W x 3 uint8 RGB of an image file, as stored (EXIF orientation is not applied, like TF and PIL)."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)  # the same pixels as PIL's
+    """H x W x 3 uint8 RGB of an image file, the pixels the official pipeline decodes from it.
+
+    The official data_generator decodes with tf.image.decode_jpeg(channels=3), whose default is
+    libjpeg-turbo's fast integer IDCT with fancy upsampling: decoded the same way here, the pixels are
+    TF's to the bit (Pillow and OpenCV use the accurate IDCT, which moves most pixels by up to about 6
+    levels). Other formats (PNG, and JPEGs libjpeg-turbo cannot turn into RGB, such as CMYK) are read
+    by OpenCV. EXIF orientation is not applied, as in TF.
+    """
+    try:
+        with open(path, 'rb') as stream:
+            data = stream.read()
+    except OSError as error:
+        raise DatasetError('cannot read image %s: %s' % (path, error.strerror)) from None
+    if simplejpeg.is_jpeg(data):
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace='RGB', fastdct=True, fastupsample=False)
+        except (ValueError, RuntimeError):
+            pass  # e.g. CMYK: OpenCV below
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
-        raise DatasetError('cannot read image %s (missing, empty or not an image)' % path)
+        raise DatasetError('cannot read image %s (empty or not an image)' % path)
     return image
 
 

@@ -98,6 +98,12 @@ def voc_root(tmp_path_factory):
     return root, truth
 
 
+def run_in_tensorflow(code, *args):
+    """Run `code` with `args` in a TensorFlow subprocess (TF is never imported next to mxnet)."""
+    subprocess.run([sys.executable, '-c', code, *map(str, args)], check=True, capture_output=True,
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+
+
 def official_rgb(path):
     """The pixels of TF's decode_jpeg (fast integer IDCT) / decode_png, which the datasets must read:
     libjpeg-turbo decoding as test_jpeg_pixels_are_those_of_the_official_pipeline shows TF does."""
@@ -206,8 +212,7 @@ def test_jpeg_pixels_are_those_of_the_official_pipeline(tmp_path):
     photo = os.path.join(matplotlib.get_data_path(), 'sample_data', 'grace_hopper.jpg')
     gray = str(tmp_path / 'gray.jpg')
     Image.fromarray(random_photo(np.random.default_rng(5), 40, 30)).convert('L').save(gray, quality=80)
-    subprocess.run([sys.executable, '-c', TF_DECODE, photo, gray, str(tmp_path / 'tf.npz')], check=True,
-                   capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    run_in_tensorflow(TF_DECODE, photo, gray, tmp_path / 'tf.npz')
     official = np.load(tmp_path / 'tf.npz')
     for index, path in enumerate((photo, gray)):
         np.testing.assert_array_equal(read_image(path), official['arr_%d' % index], err_msg=path)
@@ -413,8 +418,7 @@ def test_augmentation_equals_the_official_ops_in_tensorflow(tmp_path):
         arrays.update({'image%d' % i: image, 'label%d' % i: label,
                        'size%d' % i: [int(np.float32(side) * np.float32(scale)) for side in (75, 100)]})
     np.savez(tmp_path / 'cases.npz', **arrays)
-    subprocess.run([sys.executable, '-c', TF_RESIZE, str(tmp_path / 'cases.npz'), str(tmp_path / 'tf.npz')],
-                   check=True, capture_output=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    run_in_tensorflow(TF_RESIZE, tmp_path / 'cases.npz', tmp_path / 'tf.npz')
     resized = np.load(tmp_path / 'tf.npz')
     for i, (scale, offset, flipped) in enumerate(cases):
         got_image, got_label = aug.apply(image, label, np.float32(scale), offset, flipped)

@@ -16,6 +16,7 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from ..data import DATASETS, AugmentedDataset, TrainAugmentation, get_dataset
+from ..data.datasets import IGNORE_LABEL
 from ..devices import parse_devices
 from ..evaluation import evaluate
 from ..models import DeepLabV3Plus
@@ -27,8 +28,6 @@ from .options import FIXED_ON_RESUME, NOT_RESUMED
 from .run_directory import MetricsLog, RunDirectory
 from .sampler import EpochBatchSampler
 from .schedule import poly_learning_rate
-
-IGNORE_LABEL = 255
 
 
 class TrainingError(Exception):
@@ -125,7 +124,8 @@ def build_data(session):
 
 
 def resume_settings(options, run):
-    """On --resume, give every option not written on the command line its value in the run's config.json.
+    """On --resume, give every option not written on the command line its value in the run's config.json;
+    return that saved config.
 
     `options.given` holds the options written (train.py sets it); without it (a Namespace built in Python)
     nothing is filled in, and start_or_resume only checks that the settings fixed on resume agree.
@@ -135,11 +135,11 @@ def resume_settings(options, run):
     except FileNotFoundError as error:
         raise TrainingError('--resume: %s' % error) from None
     given = getattr(options, 'given', None)
-    if given is None:
-        return
-    for name, value in saved.items():
-        if name in vars(options) and name not in given and name not in NOT_RESUMED + ('given',):
-            setattr(options, name, tuple(value) if isinstance(value, list) else value)
+    if given is not None:
+        for name, value in saved.items():
+            if name in vars(options) and name not in given and name not in NOT_RESUMED + ('given',):
+                setattr(options, name, tuple(value) if isinstance(value, list) else value)
+    return saved
 
 
 def start_or_resume(session):
@@ -153,7 +153,7 @@ def start_or_resume(session):
         if session.rank == 0:
             run.save_config(session.config)
         return
-    saved = run.load_config()
+    saved = session.saved_config
     changed = [name for name in FIXED_ON_RESUME if name in saved and saved[name] != session.config.get(name)]
     if changed:
         raise TrainingError('--resume: %s was started with %s; resume it without these options or with the same '
@@ -182,7 +182,7 @@ def prepare(options, log=print):
     session = Session(options, log)
     session.run = RunDirectory(options.run_dir)
     if options.resume:  # first: every check below sees the settings the run will have
-        resume_settings(options, session.run)
+        session.saved_config = resume_settings(options, session.run)
     for name in ('init', 'data_root'):  # saved absolute, so that a run resumes from any folder
         if getattr(options, name):
             setattr(options, name, os.path.abspath(getattr(options, name)))
@@ -328,8 +328,9 @@ def finish(session):
         return
     run = session.run
     run.save_weights(validation_network(session), 'final', {'iteration': session.iteration, 'best': session.best})
-    if session.metrics.read():
-        plot_curves(session.metrics.read(), run.file('curves.png'))
+    records = session.metrics.read()
+    if records:
+        plot_curves(records, run.file('curves.png'))
     best = session.best
     session.log('done: %d iterations; final weights %s%s' % (
         session.iteration, run.file('final.params'),

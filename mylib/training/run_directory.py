@@ -3,7 +3,7 @@
     RUN_DIR/config.json           the run's settings
     RUN_DIR/metrics.jsonl         one JSON line per logged iteration and per validation
     RUN_DIR/curves.png            training loss, learning rate and validation mIoU
-    RUN_DIR/checkpoints/iter-N/   net.params, trainer.states, state.json (iteration, epoch, best mIoU)
+    RUN_DIR/checkpoints/iter-N/   net.params, trainer.states, state.json (iteration, best mIoU, seed)
     RUN_DIR/checkpoints/latest    the name of the newest complete checkpoint
     RUN_DIR/best.params (+ .json) the weights of the best validation mIoU so far
     RUN_DIR/final.params          the weights at the end of the run

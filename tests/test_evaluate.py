@@ -108,6 +108,11 @@ def test_missing_weights_file(tmp_path):
     assert result.returncode == 1 and 'none.params: no such weights file' in result.stderr
 
 
+def test_batch_size_below_one_is_refused(tmp_path):
+    result = run_script(SCRIPT, '--weights', tmp_path / 'none.params', '--batch-size', '0', check=False)
+    assert result.returncode == 2 and '--batch-size 0: give at least 1' in result.stderr
+
+
 def test_help_shows_the_official_numbers():
     result = run_script(SCRIPT, '--help')
     assert '82.20' in result.stdout and '83.58' in result.stdout and '--scales' in result.stdout

@@ -8,20 +8,22 @@
 Expected with the official xception65_coco_voc_trainaug weights: 82.20 % (OS16, single scale) and
 83.58 % (OS8, scales 0.5-1.75, flip) on VOC 2012 val.
 """
-import argparse
 import os
 import sys
 
 if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mylib.cli import scales_type, size_type  # noqa: E402
+from mylib import cli  # noqa: E402
+from mylib.cli import positive_int, scales_type, size_type  # noqa: E402
+from mylib.data.specs import DATASETS  # noqa: E402
+from mylib.errors import OptionError  # noqa: E402
+
+PROG = 'evaluate.py'
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1])
     model = parser.add_argument_group('model')
     source = model.add_mutually_exclusive_group(required=True)
     source.add_argument('--weights', metavar='FILE.params', help='converted or trained DeepLab v3+ parameters')
@@ -36,16 +38,16 @@ def build_parser():
     protocol.add_argument('--crop-size', type=size_type,
                           help="HxW the images are padded to (default: the dataset's official crop)")
     data = parser.add_argument_group('data')
-    data.add_argument('--dataset', default=None, choices=('voc', 'cityscapes', 'ade20k', 'folder'),
+    data.add_argument('--dataset', default=None, choices=tuple(DATASETS) + ('folder',),
                       help="default: voc, or the release's dataset with --model")
     data.add_argument('--data-root', metavar='DIR',
                       help="dataset folder (default: gluoncv's, e.g. ~/.mxnet/datasets/voc)")
     data.add_argument('--split', default='val', help='default val')
-    data.add_argument('--num-classes', type=int, help='classes of a --dataset folder')
-    data.add_argument('--limit', type=int, metavar='N', help='only the first N images (a quick check)')
+    data.add_argument('--num-classes', type=positive_int, help='classes of a --dataset folder')
+    data.add_argument('--limit', type=positive_int, metavar='N', help='only the first N images (a quick check)')
     run = parser.add_argument_group('run')
     run.add_argument('--gpus', default=None, help="GPU ids like 0,1, or cpu / cpu:N (default: every GPU, else CPU)")
-    run.add_argument('--batch-size', type=int, help='images per step, split over the devices '
+    run.add_argument('--batch-size', type=positive_int, help='images per step, split over the devices '
                                                     '(default: one per device)')
     run.add_argument('--output', metavar='FILE.json', help='results file (default: eval_<weights>_<dataset>_<split>'
                                                            '_os<N>[_ms][_flip].json here)')
@@ -59,43 +61,41 @@ def default_output(args, weights):
     return 'eval_%s_%s_%s_os%d%s.json' % (name, args.dataset, args.split, args.output_stride, suffix)
 
 
+def number_or_none(value):
+    """`value`, or None for NaN (JSON has no NaN)."""
+    return None if value != value else value
+
+
+@cli.command(PROG)
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from converters.mapping import ConversionError
+    args = build_parser().parse_args(argv)
+    if args.output and os.path.isdir(args.output):
+        raise OptionError('--output %s is a folder; give a file name such as %s'
+                          % (args.output, os.path.join(args.output, 'results.json')))
     from mylib import zoo
-    from mylib.data import DATASETS, DatasetError, get_dataset
+    from mylib.data import get_dataset, spec_for
     from mylib.devices import parse_devices
-    from mylib.evaluation import class_names, evaluate, iou_table
+    from mylib.errors import DatasetError
+    from mylib.evaluation import evaluate, iou_table
     from mylib.fileio import write_json
     from mylib.inference import cap_onednn_isa
-    from mylib.weights import WeightsError, load_deeplab
+    from mylib.weights import load_deeplab, read_metadata
     cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
-    try:
-        ctxs = parse_devices(args.gpus)
-    except ValueError as error:
-        parser.error(str(error))
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error('--batch-size %d: give at least 1' % args.batch_size)
+    ctxs = parse_devices(args.gpus)
     args.batch_size = args.batch_size or len(ctxs)
-    release = None
-    try:
-        if args.model:
-            release = zoo.get_release(args.model)
-            weights = zoo.get_params_file(release, progress=not args.quiet)
-        else:
-            weights = args.weights
-        args.dataset = args.dataset or (release.dataset if release else 'voc')
-        net = load_deeplab(weights, args.output_stride, ctx=ctxs)
-        dataset = get_dataset(args.dataset, args.split, root=args.data_root, num_classes=args.num_classes)
-    except (WeightsError, DatasetError, zoo.ZooError, ConversionError) as error:
-        print('evaluate.py: error: %s' % error, file=sys.stderr)
-        return 1
+    release = zoo.get_release(args.model) if args.model else None
+    weights = zoo.get_params_file(release, progress=not args.quiet) if release else args.weights
+    args.dataset = args.dataset or (release.dataset if release else 'voc')
+    net = load_deeplab(weights, args.output_stride, ctx=ctxs)
+    dataset = get_dataset(args.dataset, args.split, root=args.data_root, num_classes=args.num_classes)
     if dataset.num_classes != net.num_classes:
-        print('evaluate.py: error: %s has %d classes but %s predicts %d' % (args.dataset, dataset.num_classes,
-                                                                           weights, net.num_classes), file=sys.stderr)
-        return 1
-    crop_size = args.crop_size or (DATASETS[args.dataset].crop_size if args.dataset in DATASETS else (513, 513))
+        raise DatasetError('%s has %d classes but %s predicts %d'
+                           % (args.dataset, dataset.num_classes, weights, net.num_classes))
+    spec = spec_for(args.dataset, dataset.num_classes)
+    # your own data names its classes as the weights' dataset does (recorded beside them, else by class count)
+    names = (spec_for(read_metadata(weights).get('dataset'), net.num_classes) if args.dataset == 'folder'
+             else spec).class_names
+    crop_size = args.crop_size or spec.eval_crop
     settings = {'weights': os.path.abspath(weights), 'model': args.model, 'output_stride': args.output_stride,
                 'atrous_rates': list(net.atrous_rates), 'scales': list(args.scales), 'flip': args.flip,
                 'crop_size': list(crop_size), 'dataset': args.dataset, 'split': args.split,
@@ -106,10 +106,11 @@ def main(argv=None):
              crop_size[0], crop_size[1], ', '.join(settings['devices'])))
     results = evaluate(net, dataset, ctxs, args.scales, args.flip, crop_size, args.batch_size,
                        progress=not args.quiet, limit=args.limit)
-    names = class_names(net.num_classes)
     print(iou_table(results, names))
-    report = {'settings': settings, 'miou': results['miou'], 'pixel_accuracy': results['pixel_accuracy'],
-              'iou': {name: None if iou != iou else iou for name, iou in zip(names, results['iou'])},  # NaN: absent
+    report = {'settings': settings, 'miou': number_or_none(results['miou']),  # None: no labelled pixel at all
+              'pixel_accuracy': number_or_none(results['pixel_accuracy']),
+              'iou': {name: number_or_none(iou)  # None: a class neither labelled nor predicted
+                      for name, iou in zip(names, results['iou'])},
               'images': results['images'], 'seconds': results['seconds'],
               'confusion_matrix': results['confusion']}
     if release is not None and release.results:

@@ -20,30 +20,23 @@ the H100). Run the .onnx file there with onnxruntime-gpu (`pip install onnxrunti
                                            providers=['CUDAExecutionProvider', 'CPUExecutionProvider'])
     logits = session.run(['logits'], {'data': x})[0]   # x: N x 3 x 513 x 513 float32 RGB 0-255
 """
-import argparse
 import os
 import sys
 
 if __package__ in (None, ''):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from mylib import cli  # noqa: E402
 from mylib.cli import size_type  # noqa: E402
+from mylib.errors import OptionError  # noqa: E402
 
+PROG = 'export.py'
 FORMATS = ('onnx', 'symbol')
-OFFICIAL_CROP = (513, 513)  # official eval_crop_size for PASCAL VOC
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, `export.py: error: ...` (status 2)."""
-
-    def error(self, message):
-        self.exit(2, '%s: error: %s (see --help)\n' % (self.prog, message))
 
 
 def build_parser():
     parts = __doc__.split('\n\n')
-    parser = OneLineErrorParser(description=parts[0], epilog='\n\n'.join(parts[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog=PROG, description=parts[0], epilog='\n\n'.join(parts[1:]))
     model = parser.add_argument_group('model')
     model.add_argument('--weights', required=True, metavar='FILE.params',
                        help='DeepLab v3+ parameters (converted by converters/extract_weights.py, or saved by '
@@ -54,10 +47,11 @@ def build_parser():
     export.add_argument('--format', required=True, choices=FORMATS,
                         help='onnx: PREFIX.onnx (onnxruntime and other ONNX runtimes); symbol: PREFIX-symbol.json + '
                              'PREFIX-0000.params (MXNet, mx.gluon.SymbolBlock.imports)')
-    export.add_argument('--size', type=size_type, default=OFFICIAL_CROP, metavar='HxW',
-                        help='input height x width the ONNX graph is fixed to (default %dx%d, the official '
-                             'crop); its batch axis is dynamic (any N, so there is no --batch-size). The symbol '
-                             'takes any size: --size is then only that of the check input' % OFFICIAL_CROP)
+    export.add_argument('--size', type=size_type, metavar='HxW',
+                        help="input height x width the ONNX graph is fixed to (default: the official evaluation "
+                             "crop of the weights' dataset, 513x513 for VOC); its batch axis is dynamic (any N, so "
+                             'there is no --batch-size). The symbol takes any size: --size is then only that of '
+                             'the check input')
     output = parser.add_argument_group('output')
     output.add_argument('--output', metavar='PREFIX',
                         help='output path without extension, in an existing folder (default: '
@@ -67,7 +61,7 @@ def build_parser():
     return parser
 
 
-def output_prefix(parser, args):
+def output_prefix(args):
     """--output (its folder must exist), or `<weights name>-os16[-513x513]` in the current folder."""
     if args.output is None:
         name = os.path.splitext(os.path.basename(args.weights))[0]
@@ -76,10 +70,10 @@ def output_prefix(parser, args):
     prefix = args.output[:-len('.onnx')] if args.format == 'onnx' and args.output.endswith('.onnx') else args.output
     folder = os.path.dirname(os.path.abspath(prefix))
     if not os.path.isdir(folder):
-        parser.error('--output %s: folder %s does not exist' % (args.output, folder))
+        raise OptionError('--output %s: folder %s does not exist' % (args.output, folder))
     if os.path.isdir(prefix):
-        parser.error('--output %s is a folder; give a file prefix such as %s'
-                     % (args.output, os.path.join(prefix, 'deeplab')))
+        raise OptionError('--output %s is a folder; give a file prefix such as %s'
+                          % (args.output, os.path.join(prefix, 'deeplab')))
     return prefix
 
 
@@ -99,9 +93,12 @@ def check_input(args):
 
 def export(args):
     """Load the weights, export and check; prints what was written. WeightsError, ExportError."""
+    from mylib.data import spec_for
     from mylib.export import export_onnx, export_symbol
-    from mylib.weights import load_deeplab
+    from mylib.weights import load_deeplab, read_metadata
     net = load_deeplab(args.weights, args.output_stride)
+    args.size = args.size or spec_for(read_metadata(args.weights).get('dataset'), net.num_classes).eval_crop
+    args.output = output_prefix(args)
     print('loaded %s: DeepLabV3Plus(num_classes=%d%s), output stride %d'
           % (args.weights, net.num_classes, '' if net.decoder is not None else ', decoder=False',
              args.output_stride))
@@ -119,16 +116,12 @@ def export(args):
               % (args.size + (difference,)))
 
 
+@cli.command(PROG)
 def main(argv=None):
-    from mylib.export import ExportError
-    from mylib.weights import WeightsError
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.output = output_prefix(parser, args)
-    try:
-        export(args)
-    except (WeightsError, ExportError) as error:
-        parser.exit(1, '%s: error: %s\n' % (parser.prog, ' '.join(str(error).split())))
+    args = build_parser().parse_args(argv)
+    if args.output is not None:
+        output_prefix(args)  # refuse a bad --output before the weights are loaded
+    export(args)
     return 0
 
 

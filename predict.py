@@ -12,22 +12,24 @@ holds the labels (palette PNG: VOC, Cityscapes or ADE20K colours by class count)
 --overlay, <out>/IMAGE_overlay.jpg the blend. An unreadable file is reported and the others are
 still processed; the exit status is 1 if any image failed.
 """
-import argparse
 import os
 import sys
+from collections import Counter
 
 if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from mylib import cli  # noqa: E402
 from mylib.cli import scales_type, size_type  # noqa: E402
+from mylib.data.specs import DATASETS, DEFAULT_CROP  # noqa: E402
+
+PROG = 'predict.py'
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1])
     parser.add_argument('inputs', nargs='+', metavar='IMAGES_OR_FOLDERS', help='image files, or folders of them')
     model = parser.add_argument_group('model')
     source = model.add_mutually_exclusive_group()
@@ -38,12 +40,15 @@ def build_parser():
     protocol = parser.add_argument_group('protocol')
     protocol.add_argument('--scales', type=scales_type, default=(1.0,), help='comma-separated scales (default 1.0)')
     protocol.add_argument('--flip', action='store_true', help='add left-right flipped inputs')
-    protocol.add_argument('--crop-size', type=size_type, default=(513, 513),
+    protocol.add_argument('--crop-size', type=size_type, default=DEFAULT_CROP,
                           help='HxW the photo is padded to; a larger photo is shrunk to fit its long side '
-                               '(default 513x513)')
+                               '(default %dx%d, as the official demo)' % DEFAULT_CROP)
     output = parser.add_argument_group('output')
     output.add_argument('--out', default='predictions', metavar='DIR', help='output folder (default predictions/)')
     output.add_argument('--overlay', action='store_true', help='also write the photo blended with its labels')
+    output.add_argument('--dataset', choices=tuple(DATASETS),
+                        help="class names and colours (default: the weights' dataset, as recorded beside them by "
+                             'the zoo or training, else the dataset with their number of classes)')
     output.add_argument('--gpus', default=None, help='a GPU id, or cpu (default: GPU 0 if there is one)')
     return parser
 
@@ -66,12 +71,19 @@ def list_images(inputs):
 
 
 def output_names(paths):
-    """A distinct output stem per input: its file name without extension, numbered on a clash."""
-    stems, seen = [], {}
-    for path in paths:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else '%s_%d' % (stem, seen[stem] - 1))
+    """A distinct output stem per input: its file name without extension (a.jpg -> a); where two inputs
+    share that, with the extension (a_jpg, a_png); then numbered. Compared ignoring case, as some file
+    systems do, so that no mask overwrites another."""
+    names = [os.path.splitext(os.path.basename(path)) for path in paths]
+    shared = Counter(base.lower() for base, _ in names)
+    stems, taken = [], set()
+    for base, extension in names:
+        candidates = [base] if shared[base.lower()] == 1 else []
+        candidates += [base + '_' + extension.lstrip('.')] if extension else []
+        candidates += ['%s_%d' % (base, number) for number in range(1, len(paths) + 2)]
+        stem = next(candidate for candidate in candidates if candidate.lower() not in taken)
+        taken.add(stem.lower())
+        stems.append(stem)
     return stems
 
 
@@ -90,37 +102,31 @@ def segment(net, runner, image, args):
     return labels
 
 
+@cli.command(PROG)
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     import numpy as np
 
-    from converters.mapping import ConversionError
     from mylib import zoo
-    from mylib.data import palette
+    from mylib.data import spec_for
     from mylib.devices import parse_devices
-    from mylib.evaluation import class_names
-    from mylib.images import ImageError, label_image, overlay, read_rgb, save_image
+    from mylib.errors import ImageError, OptionError
+    from mylib.images import label_image, overlay, read_rgb, save_image
     from mylib.inference import LogitsRunner, cap_onednn_isa
-    from mylib.weights import WeightsError, load_deeplab
+    from mylib.weights import load_deeplab, read_metadata
     cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
-    try:
-        ctx = parse_devices(args.gpus)[:1]
-    except ValueError as error:
-        parser.error(str(error))
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise OptionError('--out %s is a file; give a folder for the masks' % args.out)
+    ctx = parse_devices(args.gpus)[:1]
     paths, problems = list_images(args.inputs)
     for problem in problems:
-        print('predict.py: %s' % problem, file=sys.stderr)
+        print('%s: %s' % (PROG, problem), file=sys.stderr)
     if not paths:
-        print('predict.py: error: no images to segment', file=sys.stderr)
-        return 1
-    try:
-        weights = args.weights or zoo.get_params_file(args.model or zoo.DEFAULT_MODEL)
-        net = load_deeplab(weights, args.output_stride, ctx=ctx)
-    except (WeightsError, zoo.ZooError, ConversionError) as error:
-        print('predict.py: error: %s' % error, file=sys.stderr)
-        return 1
-    colours, names = palette(net.num_classes), class_names(net.num_classes)
+        raise ImageError('no images to segment')
+    weights = args.weights or zoo.get_params_file(args.model or zoo.DEFAULT_MODEL)
+    net = load_deeplab(weights, args.output_stride, ctx=ctx)
+    spec = spec_for(args.dataset or read_metadata(weights).get('dataset'), net.num_classes)
+    colours = spec.palette()
     runner = LogitsRunner(net)
     os.makedirs(args.out, exist_ok=True)
     failed = len(problems)
@@ -128,7 +134,7 @@ def main(argv=None):
         try:
             image = read_rgb(path)
         except ImageError as error:
-            print('predict.py: %s' % error, file=sys.stderr)
+            print('%s: %s' % (PROG, error), file=sys.stderr)
             failed += 1
             continue
         labels = segment(net, runner, image, args)
@@ -137,11 +143,11 @@ def main(argv=None):
         if args.overlay:
             written.append(os.path.join(args.out, stem + '_overlay.jpg'))
             save_image(overlay(image, labels, colours), written[1], quality=92)
-        found = [names[index] for index in np.unique(labels) if index < len(names)]
+        found = [spec.class_names[index] for index in np.unique(labels) if index < spec.num_classes]
         print('[%d/%d] %s -> %s (%dx%d: %s)' % (number, len(paths), path, ', '.join(written), image.shape[1],
                                                 image.shape[0], ', '.join(found)))
     if failed:
-        print('predict.py: %d of %d inputs failed' % (failed, len(paths) + len(problems)), file=sys.stderr)
+        print('%s: %d of %d inputs failed' % (PROG, failed, len(paths) + len(problems)), file=sys.stderr)
     return 1 if failed else 0
 
 

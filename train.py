@@ -14,27 +14,28 @@ import sys
 if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from mylib import cli  # noqa: E402
+from mylib.errors import OptionError  # noqa: E402
 
-def main(argv=None, multi_gpu=False, description=__doc__):
-    """Parse the options, train, and turn known failures into one-line errors (exit status 1)."""
-    from mylib.data import DatasetError
-    from mylib.training import TrainingError, build_parser, given_options, train
-    from mylib.weights import WeightsError
-    parser = build_parser(description, multi_gpu)
-    options = parser.parse_args(argv)
-    options.given = given_options(build_parser(description, multi_gpu), argv)  # --resume fills in the rest
+
+def run(argv, multi_gpu, description, prog):
+    """Parse the options of train.py (or train_multi_gpu.py) and train."""
+    from mylib.training import build_parser, given_options, train
+    options = build_parser(description, multi_gpu, prog).parse_args(argv)
+    options.given = given_options(build_parser(description, multi_gpu, prog), argv)  # --resume fills in the rest
     if not multi_gpu:
         if options.gpus and (',' in options.gpus or options.gpus.startswith('cpu:')):
-            parser.error('train.py runs on one device; use train_multi_gpu.py --gpus %s' % options.gpus)
+            raise OptionError('train.py runs on one device; use train_multi_gpu.py --gpus %s' % options.gpus)
         if options.gpus is None:   # one device: GPU 0 if there is one, else the CPU
             import mxnet as mx
             options.gpus = '0' if mx.context.num_gpus() else 'cpu'
-    try:
-        train(options)
-    except (TrainingError, DatasetError, WeightsError) as error:
-        print('%s: error: %s' % (os.path.basename(sys.argv[0]), error), file=sys.stderr)
-        return 1
+    train(options)
     return 0
+
+
+@cli.command('train.py')
+def main(argv=None):
+    return run(argv, False, __doc__, 'train.py')
 
 
 if __name__ == '__main__':

@@ -15,8 +15,14 @@ import sys
 if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
 import train  # noqa: E402
+from mylib import cli  # noqa: E402
+
+
+@cli.command('train_multi_gpu.py')
+def main(argv=None):
+    return train.run(argv, True, __doc__, 'train_multi_gpu.py')
+
 
 if __name__ == '__main__':
-    sys.exit(train.main(multi_gpu=True, description=__doc__))
+    sys.exit(main())

@@ -13,72 +13,17 @@ the parameters of `mylib.DeepLabV3Plus(num_classes=N)` (or `mylib.Xception65`) a
 plus FILE.json (kind, classes, source and its sha256, tensor counts). `--model NAME` does it for an
 official release by name (mylib.zoo): downloaded once and converted once into $MXNET_HOME/models/deeplab.
 """
-import argparse
 import os
 import sys
-import tempfile
 
 if __package__ in (None, ''):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from converters.mapping import ConversionError  # noqa: E402
-from mylib import zoo  # noqa: E402
+from converters.convert import convert, default_output  # noqa: E402
+from mylib import cli, zoo  # noqa: E402
+from mylib.errors import OptionError  # noqa: E402
 
-
-def default_output(source):
-    """`<name>.params` in the current folder, named after the archive, folder or checkpoint."""
-    path = os.path.normpath(os.path.abspath(source))
-    name = os.path.basename(path)
-    for extension in ('.tar.gz', '.tgz', '.tar', '.h5', '.index'):
-        if name.endswith(extension):
-            name = name[:-len(extension)]
-            break
-    if name.startswith('model.ckpt'):  # official layout: <release>/model.ckpt
-        name = os.path.basename(os.path.dirname(path))
-    return name + '.params'
-
-
-def is_h5(path):
-    """True for an HDF5 file (by its signature), such as the ones --save-h5 writes."""
-    try:
-        with open(path, 'rb') as stream:
-            return stream.read(8) == b'\x89HDF\r\n\x1a\n'
-    except OSError:
-        return False
-
-
-def extract_weights(source, output=None, save_h5=None, h5_only=False, progress=True, log=print):
-    """Convert `source` (checkpoint prefix, folder, .tar.gz archive, or stage-1 .h5).
-
-    Returns the metadata of the converted parameters (None with `h5_only`).
-    """
-    from converters.read_tf import read_checkpoint
-    from converters.to_gluon import convert_h5, metadata_path
-    with tempfile.TemporaryDirectory(prefix='extract_weights.') as workdir:
-        if is_h5(source):
-            h5_path = source
-        else:
-            h5_path = save_h5 or os.path.join(workdir, 'arrays.h5')
-            summary = read_checkpoint(source, h5_path, os.path.join(workdir, 'archive'), progress=progress)
-            log('read %s: %d tensors, %d model tensors kept, skipped %s'
-                % (source, summary['read'], summary['kept'],
-                   ', '.join('%d %s(s)' % (count, reason) for reason, count in summary['skipped'].items())
-                   or 'none'))
-            if save_h5:
-                log('wrote %s (TF-named arrays)' % save_h5)
-        if h5_only:
-            return None
-        output = output or default_output(source)
-        metadata = convert_h5(h5_path, output, progress=progress)
-    log('converted %s: %s, %d classes%s' % (
-        metadata['kind'], 'DeepLab v3+ (Xception-65)' if metadata['kind'] == 'deeplabv3plus'
-        else 'Xception-65 ImageNet classifier', metadata['num_classes'],
-        '' if metadata['decoder'] or metadata['kind'] != 'deeplabv3plus' else ', no decoder (DeepLab v3)'))
-    log('wrote %s: %d parameters, %s values (every tensor mapped once, %d skipped by rule); details in %s'
-        % (output, metadata['parameters'], format(metadata['values'], ','),
-           sum(metadata['tensors']['skipped'].values()), metadata_path(output)))
-    log("load it with: net = mylib.%s; net.load_parameters(%r)" % (metadata['load_with'], output))
-    return metadata
+PROG = 'extract_weights.py'
 
 
 def convert_release(name, output, progress=True, log=print):
@@ -92,10 +37,9 @@ def convert_release(name, output, progress=True, log=print):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description='Convert an official TF DeepLab v3+ Xception-65 (or ImageNet xception_65) checkpoint '
+    parser = cli.ArgumentParser(
+        prog=PROG, description='Convert an official TF DeepLab v3+ Xception-65 (or ImageNet xception_65) checkpoint '
                     'into Gluon parameters for mylib.DeepLabV3Plus (or mylib.Xception65).',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split('\n\n')[1])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('checkpoint', metavar='CKPT', nargs='?',
@@ -128,6 +72,7 @@ def list_models(log=print):
             '  (default)' if release.name == zoo.DEFAULT_MODEL else ''))
 
 
+@cli.command(PROG)
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -135,22 +80,18 @@ def main(argv=None):
         list_models()
         return 0
     if args.h5_only and not args.save_h5:
-        parser.error('--h5-only needs --save-h5 FILE.h5')
+        raise OptionError('--h5-only needs --save-h5 FILE.h5')
     if args.model and args.save_h5:
-        parser.error('--save-h5 and --h5-only take a CKPT, not --model')
+        raise OptionError('--save-h5 and --h5-only take a CKPT, not --model')
     default_name = args.model + '.params' if args.model else default_output(args.checkpoint)
     if args.output and os.path.isdir(args.output):
-        parser.error('--output %s is a folder; give a file name such as %s'
-                     % (args.output, os.path.join(args.output, default_name)))
+        raise OptionError('--output %s is a folder; give a file name such as %s'
+                          % (args.output, os.path.join(args.output, default_name)))
     progress = not args.quiet and sys.stderr.isatty()
-    try:
-        if args.model:
-            convert_release(args.model, args.output or default_name, progress)
-        else:
-            extract_weights(args.checkpoint, args.output, args.save_h5, args.h5_only, progress=progress)
-    except (ConversionError, zoo.ZooError) as error:
-        print('extract_weights.py: error: %s' % ' '.join(str(error).split()), file=sys.stderr)
-        return 1
+    if args.model:
+        convert_release(args.model, args.output or default_name, progress)
+    else:
+        convert(args.checkpoint, args.output, args.save_h5, args.h5_only, progress=progress)
     return 0
 
 

@@ -12,6 +12,7 @@ import re
 import sys
 from collections import OrderedDict, namedtuple
 
+from mylib.errors import ConversionError
 from mylib.models.xception import XCEPTION_65
 
 # --- the tensors of each kind of layer: (TF suffix, Gluon suffix, layout) -------------------------
@@ -133,10 +134,6 @@ def skip_reason(name):
 Architecture = namedtuple('Architecture', ['kind', 'num_classes', 'decoder', 'num_atrous'])
 Architecture.__doc__ = """What a checkpoint is. kind: 'deeplabv3plus' (DeepLab v3+ or, with decoder=False,
 DeepLab v3) or 'xception65_imagenet'; num_classes: size of the logits; num_atrous: ASPP rate branches."""
-
-
-class ConversionError(Exception):
-    """A checkpoint or file the converter cannot use; the message names the file or tensor at fault."""
 
 
 def detect_architecture(shapes):

@@ -6,7 +6,6 @@ this module stays cheap). Model variables are written as h5 datasets under their
 the rule of `converters.mapping.skip_reason`, and their names and counts are kept in the attributes.
 """
 import glob
-import hashlib
 import json
 import os
 import re
@@ -15,19 +14,11 @@ import zlib
 
 from tqdm import tqdm
 
-from converters.mapping import ConversionError, skip_reason
-from mylib.fileio import atomic_path
+from converters.mapping import skip_reason
+from mylib.errors import ConversionError
+from mylib.fileio import atomic_path, sha256_of
 
 H5_FORMAT = 'deeplab-gluon/tf-named-arrays/1'
-
-
-def sha256_of(path, chunk=1 << 20):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for block in iter(lambda: stream.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_archive(path):

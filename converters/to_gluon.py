@@ -10,8 +10,10 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from converters.mapping import ConversionError, detect_architecture, skip_reason, table_for, to_gluon_layout
+from converters.mapping import detect_architecture, skip_reason, table_for, to_gluon_layout
+from mylib.errors import ConversionError
 from mylib.fileio import atomic_path, write_json
+from mylib.weights import metadata_path
 
 CONVERTER_VERSION = 1
 
@@ -130,9 +132,3 @@ def _tensor_counts(converted, skipped_here, skipped_in_reading):
         for reason, names in group.items():
             skipped[reason] = skipped.get(reason, 0) + len(names)
     return {'read': converted + sum(skipped.values()), 'converted': converted, 'skipped': skipped}
-
-
-def metadata_path(params_path):
-    """The JSON written beside a converted `.params` file: `model.params` -> `model.json`."""
-    root, extension = os.path.splitext(os.fspath(params_path))
-    return (root if extension == '.params' else os.fspath(params_path)) + '.json'

@@ -10,21 +10,10 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
+from .data.specs import DEFAULT_CROP
+from .errors import DatasetError
 from .inference import LogitsRunner, average_probabilities, pad_to_crop
 from .metrics import ConfusionMatrix
-
-VOC_CLASSES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
-               'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
-               'tvmonitor')
-CITYSCAPES_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light', 'traffic sign',
-                      'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck', 'bus', 'train',
-                      'motorcycle', 'bicycle')
-
-
-def class_names(num_classes):
-    """Display names: VOC for 21 classes, Cityscapes for 19, else 'class <i>'."""
-    known = {21: VOC_CLASSES, 19: CITYSCAPES_CLASSES}.get(num_classes)
-    return list(known) if known else ['class %d' % index for index in range(num_classes)]
 
 
 def canvas_size(images, crop_size):
@@ -33,7 +22,7 @@ def canvas_size(images, crop_size):
             max([crop_size[1]] + [image.shape[1] for image in images]))
 
 
-def predict_batch(runner, images, ctxs, scales=(1.0,), flip=False, crop_size=(513, 513)):
+def predict_batch(runner, images, ctxs, scales=(1.0,), flip=False, crop_size=DEFAULT_CROP):
     """Labels (list of H x W int arrays) for a list of H x W x 3 uint8 images, split over `ctxs`."""
     size = canvas_size(images, crop_size)
     canvases = np.stack([pad_to_crop(image, size) for image in images])
@@ -46,7 +35,7 @@ def predict_batch(runner, images, ctxs, scales=(1.0,), flip=False, crop_size=(51
     return [label[:image.shape[0], :image.shape[1]] for label, image in zip(labels, images)]
 
 
-def evaluate(net, dataset, ctxs=None, scales=(1.0,), flip=False, crop_size=(513, 513), batch_size=1,
+def evaluate(net, dataset, ctxs=None, scales=(1.0,), flip=False, crop_size=DEFAULT_CROP, batch_size=1,
              num_classes=None, progress=True, limit=None, fuse=True):
     """Evaluate `net` on `dataset` (items: H x W x 3 uint8 image, H x W uint8 label, 255 = ignore).
 
@@ -55,9 +44,11 @@ def evaluate(net, dataset, ctxs=None, scales=(1.0,), flip=False, crop_size=(513,
     """
     num_classes = num_classes or net.num_classes
     ctxs = ctxs or [mx.cpu()]
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    if count == 0:
+        raise DatasetError('no images to evaluate in %r' % (dataset,))
     runner = LogitsRunner(net, fuse=fuse)  # built anew for the current weights
     matrix = ConfusionMatrix(num_classes)
-    count = len(dataset) if limit is None else min(limit, len(dataset))
     start = time.perf_counter()
     bar = tqdm(total=count, desc='evaluating', unit='image', disable=not progress, dynamic_ncols=True)
     for first in range(0, count, batch_size):

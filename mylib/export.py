@@ -20,16 +20,13 @@ import warnings
 import mxnet as mx
 import numpy as np
 
+from .errors import ExportError
 from .fileio import atomic_path
 
 INPUT_NAME = 'data'
 OUTPUT_NAME = 'logits'
 ONNX_OPSET = 13  # mx2onnx (mxnet 1.9.1) translates operators for ONNX opsets 12 and 13
 CHECK_TOLERANCE = 1e-3  # of max |logit|: float32 round-off of a reordered graph is about 1e-5
-
-
-class ExportError(ValueError):
-    """An export that failed its check against the Gluon model; nothing was written."""
 
 
 def symbol_files(prefix):

@@ -2,11 +2,8 @@
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import ImageError
 from .fileio import atomic_path
-
-
-class ImageError(ValueError):
-    """An image file that cannot be read; the message names it."""
 
 
 def to_rgb(image):
@@ -39,7 +36,8 @@ def fit_within(image, size):
     if max(height, width) <= size:
         return image
     ratio = size / max(height, width)
-    resized = Image.fromarray(image).resize((int(ratio * width), int(ratio * height)), Image.LANCZOS)
+    shrunk = (max(1, int(ratio * width)), max(1, int(ratio * height)))  # a side of 0 is kept at 1 (8000 x 4)
+    resized = Image.fromarray(image).resize(shrunk, Image.LANCZOS)
     return np.asarray(resized)
 
 

@@ -13,10 +13,9 @@ import os
 import mxnet as mx
 import numpy as np
 
+from .data.specs import DEFAULT_CROP
 from .models import DecoderLogits
-
-MEAN_PIXEL = 127.5  # official: the padding value, 0 after the network's normalisation
-DEFAULT_CROP = (513, 513)
+from .models.layers import MEAN_PIXEL
 
 # oneDNN 2.4 (inside MXNet 1.9.1) runs 1x1 convolutions with its AVX-512 "brgemm" kernels in NHWC and
 # depthwise ones in a blocked layout, so every separable convolution pays two layout reorders (about 50 of

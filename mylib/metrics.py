@@ -6,11 +6,13 @@ the mean of TP / (TP + FP + FN) over the classes whose denominator is not zero.
 """
 import numpy as np
 
+from .data.specs import IGNORE_LABEL
+
 
 class ConfusionMatrix:
     """num_classes x num_classes pixel counts; rows are labels, columns predictions."""
 
-    def __init__(self, num_classes, ignore_label=255):
+    def __init__(self, num_classes, ignore_label=IGNORE_LABEL):
         self.num_classes = num_classes
         self.ignore_label = ignore_label
         self.counts = np.zeros((num_classes, num_classes), np.int64)

@@ -1,13 +1,32 @@
 """Build the right network for a parameters file (converted, or saved by training)."""
+import json
 import os
 
 import mxnet as mx
 
+from .errors import WeightsError
 from .models import DeepLabV3Plus
 
 
-class WeightsError(ValueError):
-    """A weights file that cannot be used; the message names the file and what is wrong."""
+def metadata_path(params_path):
+    """The JSON written beside a `.params` file (by the converter, the zoo or training): `a.params` -> `a.json`."""
+    root, extension = os.path.splitext(os.fspath(params_path))
+    return (root if extension == '.params' else os.fspath(params_path)) + '.json'
+
+
+def read_metadata(params_path):
+    """The JSON beside a `.params` file as a dict ({} when there is none or it cannot be read).
+
+    Written by the converter (kind, classes, source), the zoo (also the release's dataset) and
+    training (also its dataset); `mylib.data.spec_for(metadata.get('dataset'), num_classes)` gives
+    the class names and colours of the weights' dataset.
+    """
+    try:
+        with open(metadata_path(params_path)) as stream:
+            metadata = json.load(stream)
+    except (OSError, ValueError):
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def read_params(path):

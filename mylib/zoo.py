@@ -31,13 +31,13 @@ from contextlib import contextmanager
 import mxnet as mx
 from tqdm import tqdm
 
-from converters.mapping import ConversionError
-from converters.read_tf import sha256_of
-from converters.to_gluon import CONVERTER_VERSION, metadata_path
+from converters.convert import CONVERTER_VERSION, convert
 
-from .fileio import atomic_path
+from .data.specs import DATASETS, SINGLE_SCALE
+from .errors import ConversionError, ZooError
+from .fileio import atomic_path, sha256_of, write_json
 from .models import Xception65
-from .weights import load_deeplab
+from .weights import load_deeplab, metadata_path
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +47,13 @@ CHUNK = 1 << 20
 RETRY_HTTP_CODES = (408, 429, 500, 502, 503, 504)  # answers that may go away if asked again
 
 
-class ZooError(RuntimeError):
-    """An unknown release, a failed download (URL and reason) or a file that fails verification."""
-
-
-Release = namedtuple('Release', ['name', 'url', 'kind', 'num_classes', 'dataset', 'crop_size', 'results',
-                                 'archive_size', 'sha256'])
+Release = namedtuple('Release', ['name', 'url', 'kind', 'num_classes', 'dataset', 'results', 'archive_size',
+                                 'sha256'])
 Release.__doc__ = """An official release archive and what it holds.
 
 kind: 'deeplabv3plus' (mylib.DeepLabV3Plus) or 'xception65_imagenet' (mylib.Xception65).
-dataset: 'voc', 'cityscapes', 'ade20k' or 'imagenet'. crop_size: (height, width) of the official
-evaluation crop, None if not published. results: the published Result(s). archive_size (bytes) and
+dataset: 'voc', 'cityscapes', 'ade20k' (whose facts, such as the evaluation crop, are in
+mylib.data.DATASETS) or 'imagenet'. results: the published Result(s). archive_size (bytes) and
 sha256 (hex) of the archive: None where not published (the model zoo gives only rounded sizes).
 """
 
@@ -66,46 +62,40 @@ Result = namedtuple('Result', ['output_stride', 'scales', 'flip', 'miou', 'split
 Result.__doc__ = """One published evaluation: mIoU (percent) on `split` ('val' or 'test') at `output_stride`
 with the input `scales` and left-right `flip` averaged; pixel_accuracy (percent) where published."""
 
-# Evaluation scales of the model zoo tables, written there as [start:step:end] (end included)
-SINGLE_SCALE = (1.0,)
-VOC_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # [0.5:0.25:1.75], also for ADE20K
-CITYSCAPES_SCALES = (0.75, 1.0, 1.25)  # [0.75:0.25:1.25]
-
 _MODELS = 'http://download.tensorflow.org/models/'  # the links of model_zoo.md, as published (http)
 
 RELEASES = OrderedDict((release.name, release) for release in (
     # model_zoo.md, PASCAL VOC 2012 table: 82.20% (val) at OS16 [1.0] no flip, 83.58% (val) at OS8
     # [0.5:0.25:1.75] with flip; "439MB". 21 classes: data_generator.py _PASCAL_VOC_SEG_INFORMATION.
-    # Eval crop 513x513: g3doc/pascal.md (eval_crop_size=513,513).
     Release('xception65_coco_voc_trainaug', _MODELS + 'deeplabv3_pascal_train_aug_2018_01_04.tar.gz',
-            'deeplabv3plus', 21, 'voc', (513, 513),
-            (Result(16, SINGLE_SCALE, False, 82.20, 'val'), Result(8, VOC_SCALES, True, 83.58, 'val')),
+            'deeplabv3plus', 21, 'voc',
+            (Result(16, SINGLE_SCALE, False, 82.20, 'val'), Result(8, DATASETS['voc'].scales, True, 83.58, 'val')),
             None, None),
     # model_zoo.md: 87.80% (test) at OS8 [0.5:0.25:1.75] with flip, the only published result; "439MB".
     Release('xception65_coco_voc_trainval', _MODELS + 'deeplabv3_pascal_trainval_2018_01_04.tar.gz',
-            'deeplabv3plus', 21, 'voc', (513, 513),
-            (Result(8, VOC_SCALES, True, 87.80, 'test'),),
+            'deeplabv3plus', 21, 'voc',
+            (Result(8, DATASETS['voc'].scales, True, 87.80, 'test'),),
             None, None),
     # model_zoo.md, Cityscapes table: 78.79% (val) at OS16 [1.0] no flip, 80.42% (val) at OS8
     # [0.75:0.25:1.25] with flip; "439MB". 19 classes: data_generator.py _CITYSCAPES_INFORMATION.
-    # Eval crop 1025x2049: g3doc/cityscapes.md (eval_crop_size=1025,2049). The only Cityscapes trainval
-    # release is xception71_dpc_cityscapes_trainval (Xception-71 + dense prediction cell, not this model).
+    # The only Cityscapes trainval release is xception71_dpc_cityscapes_trainval (Xception-71 + dense
+    # prediction cell, not this model).
     Release('xception65_cityscapes_trainfine', _MODELS + 'deeplabv3_cityscapes_train_2018_02_06.tar.gz',
-            'deeplabv3plus', 19, 'cityscapes', (1025, 2049),
-            (Result(16, SINGLE_SCALE, False, 78.79, 'val'), Result(8, CITYSCAPES_SCALES, True, 80.42, 'val')),
+            'deeplabv3plus', 19, 'cityscapes',
+            (Result(16, SINGLE_SCALE, False, 78.79, 'val'), Result(8, DATASETS['cityscapes'].scales, True, 80.42,
+                                                                   'val')),
             None, None),
     # model_zoo.md, ADE20K table: 45.65% mIoU and 82.52% pixel accuracy (val) at OS8 [0.5:0.25:1.75]
-    # with flip, the only published result; "439MB". Input size 513x513 (model_zoo.md: inputs resized so
-    # that the longest side is 513). 151 classes (150 + "ignore" 0): data_generator.py _ADE20K_INFORMATION.
+    # with flip, the only published result; "439MB". 151 classes (150 + "ignore" 0): data_generator.py.
     Release('xception65_ade20k_train', _MODELS + 'deeplabv3_xception_ade20k_train_2018_05_29.tar.gz',
-            'deeplabv3plus', 151, 'ade20k', (513, 513),
-            (Result(8, VOC_SCALES, True, 45.65, 'val', pixel_accuracy=82.52),),
+            'deeplabv3plus', 151, 'ade20k',
+            (Result(8, DATASETS['ade20k'].scales, True, 45.65, 'val', pixel_accuracy=82.52),),
             None, None),
     # model_zoo.md, "Checkpoints pretrained on ImageNet": xception_65 (later named xception_65_imagenet),
     # "447MB", no accuracy published, no evaluation crop. 1001 classes (1000 + background 0): not in
     # model_zoo.md; from ../shared/reference/README.md, and checked against the checkpoint on conversion.
     Release('xception_65', _MODELS + 'deeplabv3_xception_2018_01_04.tar.gz',
-            'xception65_imagenet', 1001, 'imagenet', None, (),
+            'xception65_imagenet', 1001, 'imagenet', (),
             None, None),
 ))
 
@@ -251,6 +241,14 @@ def _expected_total(response, offset):
     return total
 
 
+def _read(response):
+    """The next chunk of a response; a connection that breaks is a _TransferError (tried again)."""
+    try:
+        return response.read(CHUNK)
+    except (http.client.HTTPException, OSError) as error:  # IncompleteRead, reset, timed out
+        raise _TransferError(_reason(error)) from None
+
+
 def _transfer(url, partial, size, progress, timeout):
     """One request: append what `partial` lacks. Raises _TransferError if the transfer stops early."""
     response, offset = _answer(url, partial, size, timeout)
@@ -266,13 +264,10 @@ def _transfer(url, partial, size, progress, timeout):
         with open(partial, 'ab') as out, tqdm(total=total, initial=offset, unit='B', unit_scale=True,
                                               unit_divisor=1024, desc=os.path.basename(partial[:-len('.part')]),
                                               disable=not progress) as bar:
-            try:
-                for block in iter(lambda: response.read(CHUNK), b''):
-                    out.write(block)
-                    received += len(block)
-                    bar.update(len(block))
-            except (http.client.HTTPException, OSError) as error:  # IncompleteRead, reset, timed out
-                raise _TransferError(_reason(error)) from None
+            for block in iter(lambda: _read(response), b''):
+                out.write(block)  # a full disk raises OSError here: not a transfer to try again
+                received += len(block)
+                bar.update(len(block))
     if total is not None and offset + received < total:
         raise _TransferError('the connection closed after %d of %d bytes' % (offset + received, total))
 
@@ -389,9 +384,8 @@ def _cached_metadata(release, params):
 
 def _convert(release, archive, params, progress, log):
     """Convert the release archive into `params` (+ JSON) with the project's converter; check what it holds."""
-    from converters.extract_weights import extract_weights
     try:
-        metadata = extract_weights(archive, params, progress=progress, log=log)
+        metadata = convert(archive, params, progress=progress, log=log)
     except ConversionError as error:
         reason = ' '.join(str(error).split())
         if reason.startswith(archive + ': '):  # the converter names the archive too
@@ -403,6 +397,7 @@ def _convert(release, archive, params, progress, log):
         raise ZooError('%s: %s holds a %s checkpoint with %d classes, the release is a %s with %d classes'
                        % (release.name, archive, metadata['kind'], metadata['num_classes'], release.kind,
                           release.num_classes))
+    write_json(metadata_path(params), dict(metadata, release=release.name, dataset=release.dataset))
 
 
 def get_params_file(name, root=None, progress=True, log=None):

@@ -9,7 +9,7 @@ import tarfile
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import REFERENCE, reference_manifest, run_script, write_tf_checkpoint
+from helpers import REFERENCE, reference_manifest, run_script, write_tf_checkpoint
 
 from converters.mapping import deeplab_layers, detect_architecture, skip_reason, tensor_table, to_gluon_layout
 from mylib import DeepLabV3Plus, Xception65
@@ -35,6 +35,7 @@ def convert(source, out_dir, *extra, check=False):
 
 
 # --- the table -------------------------------------------------------------------------------------
+@pytest.mark.fast
 def test_table_accounts_for_every_official_tensor_and_every_gluon_parameter():
     manifest = reference_manifest()
     skipped = [t['name'] for t in manifest if skip_reason(t['name'])]
@@ -50,6 +51,7 @@ def test_table_accounts_for_every_official_tensor_and_every_gluon_parameter():
         assert to_gluon_layout(np.zeros(tensors[tf_name]), layout).shape == gluon[home], tf_name
 
 
+@pytest.mark.fast
 def test_layouts_move_the_right_axes():
     weights = np.arange(3 * 3 * 4 * 5).reshape(3, 3, 4, 5)  # TF (kh, kw, in, out)
     assert to_gluon_layout(weights, 'conv')[4, 2, 0, 1] == weights[0, 1, 2, 4]
@@ -57,6 +59,7 @@ def test_layouts_move_the_right_axes():
     assert to_gluon_layout(depthwise, 'depthwise')[5, 0, 2, 1] == depthwise[2, 1, 5, 0]
 
 
+@pytest.mark.fast
 def test_detects_what_a_checkpoint_is():
     tensors = model_tensors()
     assert tuple(detect_architecture(tensors)) == ('deeplabv3plus', 21, True, 3)
@@ -133,7 +136,9 @@ def test_folder_and_index_file_inputs(zero_checkpoint, tmp_path, form):
     source = os.path.dirname(zero_checkpoint) if form == 'folder' else zero_checkpoint + '.index'
     convert(source, tmp_path, check=True)
     net = DeepLabV3Plus(21)
-    net.load_parameters(str(tmp_path / 'out.params'))
+    net.load_parameters(str(tmp_path / 'out.params'))  # refuses a missing, extra or misshapen parameter
+    values = [param.data().asnumpy() for param in net.collect_params().values()]
+    assert len(values) == 732 and not any(value.any() for value in values)  # the checkpoint's zeros
 
 
 def test_two_stages_and_second_stage_without_tensorflow(zero_checkpoint, tmp_path):

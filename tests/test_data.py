@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 import scipy.io
 import simplejpeg
-from conftest import REPO
+from helpers import REPO
 from PIL import Image
 
-from mylib.data import (
-    DATASETS,
-    AugmentedDataset,
-    DatasetError,
-    TrainAugmentation,
-    get_dataset,
-    palette,
-    train_aug_names,
-)
+from mylib.data import DATASETS, AugmentedDataset, TrainAugmentation, get_dataset, palette, spec_for, train_aug_names
+from mylib.errors import DatasetError
 
 # standard PASCAL VOC colours (the devkit's VOClabelcolormap / the colours of its SegmentationClass PNGs)
 VOC_COLOURS = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0), 4: (0, 0, 128), 15: (192, 128, 128),
@@ -117,12 +110,13 @@ def official_rgb(path):
 # ---------------------------------------------------------------------------------------------- VOC
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('split, names', [('val', VOC_VAL), ('train', VOC_TRAIN), ('trainval', VOC_TRAIN + VOC_VAL)])
 def test_voc_splits(voc_root, split, names):
     root, truth = voc_root
     ds = get_dataset('voc', split, root=str(root))
     assert ds.names == names and len(ds) == len(names)
-    assert ds.num_classes == 21 and ds.info is DATASETS['voc'] and ds.root == str(root)
+    assert ds.num_classes == 21 and ds.spec is DATASETS['voc'] and ds.root == str(root)
     for index, name in enumerate(names):
         image, label = ds[index]
         assert image.dtype == np.uint8 and label.dtype == np.uint8 and image.shape == label.shape + (3,)
@@ -131,6 +125,7 @@ def test_voc_splits(voc_root, split, names):
         assert 255 in label and label.max() == 255
 
 
+@pytest.mark.fast
 def test_train_aug_is_the_union_minus_val(voc_root):
     root, truth = voc_root
     names = train_aug_names(str(root))
@@ -150,6 +145,7 @@ def test_train_aug_is_the_union_minus_val(voc_root):
     assert files['s3'][0].endswith('VOCaug/dataset/img/s3.jpg')
 
 
+@pytest.mark.fast
 def test_default_roots_and_layouts_are_gluoncvs():
     import inspect
 
@@ -161,9 +157,11 @@ def test_default_roots_and_layouts_are_gluoncvs():
     assert ADE20KSegmentation.BASE_DIR == 'ADEChallengeData2016'
     assert (DATASETS['voc'].num_classes, DATASETS['cityscapes'].num_classes, DATASETS['ade20k'].num_classes) == (
         21, 19, 151)
-    assert DATASETS['voc'].crop_size == (513, 513) and DATASETS['cityscapes'].crop_size == (1025, 2049)
+    assert DATASETS['voc'].eval_crop == (513, 513) and DATASETS['cityscapes'].eval_crop == (1025, 2049)
+    assert DATASETS['cityscapes'].train_crop == (769, 769) and DATASETS['ade20k'].eval_crop == (513, 513)
 
 
+@pytest.mark.fast
 def test_folder_dataset(tmp_path):
     rng = np.random.default_rng(1)
     labels = {}
@@ -175,7 +173,7 @@ def test_folder_dataset(tmp_path):
         Image.fromarray(labels[name], 'L').save(tmp_path / 'SegmentationClass' / (name + '.png'))
     write_list(tmp_path / 'ImageSets' / 'Segmentation' / 'mine.txt', ['y', 'x'])
     ds = get_dataset('folder', 'mine', root=str(tmp_path), num_classes=5)
-    assert ds.names == ['y', 'x'] and ds.num_classes == 5 and ds.info is None
+    assert ds.names == ['y', 'x'] and ds.num_classes == 5 and ds.spec.name == 'folder'
     image, label = ds[1]
     assert image.shape == (20, 28, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(label, labels['x'])
@@ -183,6 +181,7 @@ def test_folder_dataset(tmp_path):
         get_dataset('folder', 'mine', root=str(tmp_path), num_classes=4)[0]
 
 
+@pytest.mark.fast
 def test_folder_dataset_with_png_images(tmp_path):
     rng = np.random.default_rng(2)
     image, label = random_photo(rng, 12, 9), random_label(rng, 12, 9, num_classes=3)
@@ -237,6 +236,7 @@ CITYSCAPES_LABELS = [
     ('trailer', 30, 255), ('train', 31, 16), ('motorcycle', 32, 17), ('bicycle', 33, 18)]
 
 
+@pytest.mark.fast
 def test_cityscapes_label_ids_to_train_ids(tmp_path):
     ids = np.array([label_id for _, label_id, _ in CITYSCAPES_LABELS] + [255, 34], np.uint8)
     expected = np.array([train_id for _, _, train_id in CITYSCAPES_LABELS] + [255, 255], np.uint8)
@@ -268,6 +268,7 @@ def write_ade20k(root, annotation):
     Image.fromarray(annotation, 'L').save(base / 'annotations' / 'validation' / 'ADE_val_00000001.png')
 
 
+@pytest.mark.fast
 def test_ade20k_zero_is_ignored(tmp_path):
     annotation = np.arange(151, dtype=np.uint8).reshape(1, 151).repeat(3, axis=0)
     write_ade20k(tmp_path, annotation)
@@ -284,6 +285,7 @@ def test_ade20k_zero_is_ignored(tmp_path):
 # ------------------------------------------------------------------------------------------- errors
 
 
+@pytest.mark.fast
 def test_missing_root_says_how_to_get_it(tmp_path):
     with pytest.raises(DatasetError) as error:
         get_dataset('voc', 'val', root=str(tmp_path / 'nowhere'))
@@ -298,6 +300,7 @@ def test_missing_root_says_how_to_get_it(tmp_path):
         get_dataset('cityscapes', 'train', root=str(tmp_path))
 
 
+@pytest.mark.fast
 def test_train_aug_without_sbd(voc_root, tmp_path):
     root, _ = voc_root
     (tmp_path / 'VOC2012').symlink_to(root / 'VOC2012')
@@ -305,6 +308,7 @@ def test_train_aug_without_sbd(voc_root, tmp_path):
         get_dataset('voc', 'train_aug', root=str(tmp_path))
 
 
+@pytest.mark.fast
 def test_list_naming_a_missing_file(voc_root, tmp_path):
     root, _ = voc_root
     (tmp_path / 'VOC2012').mkdir()
@@ -317,6 +321,7 @@ def test_list_naming_a_missing_file(voc_root, tmp_path):
     assert 'JPEGImages/ghost{.jpg,.jpeg,.png} does not exist' in str(error.value)
 
 
+@pytest.mark.fast
 def test_labels_outside_the_classes(tmp_path):
     (tmp_path / 'JPEGImages').mkdir()
     (tmp_path / 'SegmentationClass').mkdir()
@@ -337,6 +342,7 @@ def test_labels_outside_the_classes(tmp_path):
         ds[0]
 
 
+@pytest.mark.fast
 def test_bad_arguments(voc_root, tmp_path):
     root, _ = voc_root
     with pytest.raises(DatasetError, match='no split .test.'):
@@ -354,6 +360,7 @@ def test_bad_arguments(voc_root, tmp_path):
 # ----------------------------------------------------------------------------------------- palettes
 
 
+@pytest.mark.fast
 def test_palettes():
     voc = palette(21)
     assert voc.shape == (256, 3) and voc.dtype == np.uint8
@@ -368,8 +375,30 @@ def test_palettes():
     assert tuple(ade[1]) == (120, 120, 120) and tuple(ade[2]) == (180, 120, 120)
     assert tuple(ade[13]) == (150, 5, 61) and tuple(ade[150]) == (92, 0, 255)
     assert len({tuple(colour) for colour in ade[1:151]}) >= 148  # (the official table repeats two colours)
-    with pytest.raises(ValueError):
+    with pytest.raises(DatasetError, match='1..255'):
         palette(256)
+
+
+@pytest.mark.fast
+def test_each_dataset_has_one_table_of_its_facts():
+    """Names, colours, crops, ignore label and official scales per dataset, and the spec of your own data."""
+    for spec in DATASETS.values():
+        assert len(spec.class_names) == len(set(spec.class_names)) == spec.num_classes
+        assert spec.palette().shape == (256, 3) and spec.ignore_label == 255
+        assert 1.0 in spec.scales and list(spec.scales) == sorted(spec.scales)
+    assert DATASETS['voc'].class_names[15] == 'person' and DATASETS['cityscapes'].class_names[13] == 'car'
+    ade = DATASETS['ade20k'].class_names  # objectInfo150: wall first, flag last; 0 is "other"
+    assert (ade[0], ade[1], ade[13], ade[150]) == ('other', 'wall', 'person', 'flag')
+    assert DATASETS['voc'].scales == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+    assert DATASETS['cityscapes'].scales == (0.75, 1.0, 1.25)
+    # weights whose dataset nobody recorded: the dataset with their class count, else your own data
+    assert spec_for(num_classes=19) is DATASETS['cityscapes'] and spec_for('ade20k') is DATASETS['ade20k']
+    mine = spec_for(num_classes=5)
+    assert mine.name == 'folder' and mine.class_names[4] == 'class 4' and mine.eval_crop == (513, 513)
+    with pytest.raises(DatasetError, match='voc has 21 classes, not 5'):
+        spec_for('voc', 5)
+    with pytest.raises(DatasetError, match='--num-classes'):
+        spec_for('folder')
 
 
 # ------------------------------------------------------------------------------------- augmentation
@@ -429,6 +458,7 @@ def test_augmentation_equals_the_official_ops_in_tensorflow(tmp_path):
         np.testing.assert_array_equal(got_label, want_label, err_msg='case %s' % (cases[i],))
 
 
+@pytest.mark.fast
 def test_random_draws_cover_the_official_choices():
     aug = TrainAugmentation(crop_size=(50, 60))
     rng = np.random.default_rng(4)
@@ -445,6 +475,7 @@ def test_random_draws_cover_the_official_choices():
     assert float(TrainAugmentation(min_scale=1.0, max_scale=1.0).draw((10, 10), rng)[0]) == 1.0
 
 
+@pytest.mark.fast
 def test_padding_and_flip_keep_image_and_label_together():
     """Without resizing (scale 1) the label is a copy of image channel 0; padding is 127.5 / 255 at bottom-right."""
     rng = np.random.default_rng(5)
@@ -468,6 +499,7 @@ def test_padding_and_flip_keep_image_and_label_together():
     assert seen_flips == {False, True}
 
 
+@pytest.mark.fast
 def test_labels_are_nearest_neighbour_copies():
     """Labels holding their row (or column) index: every output pixel copies the input pixel nearest to it."""
     height, width = 37, 53
@@ -496,6 +528,7 @@ def test_labels_are_nearest_neighbour_copies():
         assert set(np.unique(out_label).tolist()) <= set(values.tolist())
 
 
+@pytest.mark.fast
 def test_augmented_dataset_keys(voc_root):
     root, _ = voc_root
     ds = get_dataset('voc', 'train_aug', root=str(root))
@@ -530,6 +563,7 @@ def digest(image, label):
     return hashlib.sha1(np.asarray(image).tobytes() + np.asarray(label).tobytes()).hexdigest()
 
 
+@pytest.mark.fast
 def test_augmented_dataset_same_in_any_process_and_order(voc_root):
     from mxnet import gluon
     root, _ = voc_root

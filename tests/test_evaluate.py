@@ -4,7 +4,7 @@ import json
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import PHOTOS, initialized, official_outputs, run_script, write_segmentation_folder
+from helpers import PHOTOS, initialized, official_outputs, run_script, write_segmentation_folder
 
 from mylib import DeepLabV3Plus
 
@@ -106,11 +106,6 @@ def test_weights_of_another_class_count(small_voc, tmp_path):
 def test_missing_weights_file(tmp_path):
     result = run_script(SCRIPT, '--weights', tmp_path / 'none.params', check=False)
     assert result.returncode == 1 and 'none.params: no such weights file' in result.stderr
-
-
-def test_batch_size_below_one_is_refused(tmp_path):
-    result = run_script(SCRIPT, '--weights', tmp_path / 'none.params', '--batch-size', '0', check=False)
-    assert result.returncode == 2 and '--batch-size 0: give at least 1' in result.stderr
 
 
 def test_help_shows_the_official_numbers():

@@ -4,7 +4,7 @@ import os
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import PHOTOS, initialized, official_outputs
+from helpers import PHOTOS, initialized, official_outputs
 
 from mylib import DeepLabV3Plus, load_deeplab, predict  # the public names users call
 from mylib.inference import (
@@ -35,6 +35,7 @@ def test_predict_single_scale_gives_the_official_labels(reference_model, photo):
     assert np.allclose(probabilities.sum(axis=0), 1, atol=1e-5)
 
 
+@pytest.mark.fast
 def test_branch_sizes_of_the_official_scales():
     """Reference README: inputs 257 ... 897 for scales 0.5 ... 1.75; logits int((513 - 1) max(1, s) / 4 + 1)."""
     sizes = {scale: branch_sizes((513, 513), scale) for scale in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)}
@@ -92,6 +93,7 @@ def test_scales_and_flips_are_averaged_as_probabilities(small_model):
     assert np.abs(mirrored[..., ::-1] - average_probabilities(runner, canvas, flip=True).asnumpy()).max() < 1e-5
 
 
+@pytest.mark.fast
 def test_predict_with_scales_flip_and_an_image_larger_than_the_crop(small_model):
     image = np.random.default_rng(3).integers(0, 256, (70, 45, 3), dtype=np.uint8)
     labels, probabilities = predict(small_model, image, scales=(0.5, 1.0), flip=True, crop_size=(65, 65))
@@ -99,11 +101,13 @@ def test_predict_with_scales_flip_and_an_image_larger_than_the_crop(small_model)
     assert np.array_equal(labels, probabilities.argmax(axis=0))
 
 
+@pytest.mark.fast
 def test_predict_refuses_what_is_not_an_rgb_image(small_model):
     with pytest.raises(ValueError, match='H x W x 3'):
         predict(small_model, np.zeros((20, 20), np.uint8))
 
 
+@pytest.mark.fast
 def test_onednn_isa_cap_is_set_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv('DNNL_MAX_CPU_ISA', '')  # recorded by monkeypatch, so the cap set below is undone
     assert cap_onednn_isa() == FAST_ONEDNN_ISA and os.environ['DNNL_MAX_CPU_ISA'] == FAST_ONEDNN_ISA

@@ -4,6 +4,8 @@ import pytest
 
 from mylib.metrics import ConfusionMatrix
 
+pytestmark = pytest.mark.fast
+
 
 def test_hand_computed_confusion_matrix_miou_and_accuracy():
     labels = np.array([[0, 0, 1, 1],

@@ -1,8 +1,7 @@
 """Fast checks of the networks on small inputs: shapes, strides, hybridization, gradients, save/load."""
-import mxnet as mx
 import numpy as np
 import pytest
-from conftest import initialized
+from helpers import initialized, random_image
 from mxnet import autograd
 
 from mylib import DeepLabV3Plus, Xception65
@@ -12,22 +11,19 @@ OFFICIAL_PARAMETER_COUNT = 41258213  # reference README: the 21-class official g
 OFFICIAL_VARIABLE_COUNT = 732
 
 
-def random_image(height, width, batch=1, seed=0):
-    rng = np.random.default_rng(seed)
-    return mx.nd.array(rng.uniform(0, 255, (batch, 3, height, width)).astype(np.float32))
-
-
 def count(net):
     params = net._collect_params_with_prefix()
     return len(params), sum(int(np.prod(p.shape)) for p in params.values())
 
 
+@pytest.mark.fast
 def test_parameter_count_equals_official_graph():
     assert count(DeepLabV3Plus(num_classes=21)) == (OFFICIAL_VARIABLE_COUNT, OFFICIAL_PARAMETER_COUNT)
     assert count(DeepLabV3Plus(num_classes=21, output_stride=8)) == (OFFICIAL_VARIABLE_COUNT,
                                                                      OFFICIAL_PARAMETER_COUNT)
 
 
+@pytest.mark.fast
 def test_xception65_classifier_has_backbone_plus_logits():
     backbone_vars, backbone_values = count(DeepLabV3Plus(21).backbone)
     assert count(Xception65(1001)) == (backbone_vars + 2, backbone_values + 2048 * 1001 + 1001)
@@ -45,6 +41,7 @@ EXPECTED_PLANS = {
 }
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('output_stride', sorted(EXPECTED_PLANS))
 def test_unit_plan_follows_official_stride_rule(output_stride):
     plan = {name: (stride, rate) for name, _, stride, rate in unit_plan(XCEPTION_65, output_stride)}
@@ -53,12 +50,14 @@ def test_unit_plan_follows_official_stride_rule(output_stride):
         assert plan[name] == expected, name
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('output_stride', [6, 12, 64])
 def test_unreachable_output_stride_is_refused(output_stride):
     with pytest.raises(ValueError, match='output_stride %d' % output_stride):
         DeepLabV3Plus(output_stride=output_stride, atrous_rates=(1, 2, 3))
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('output_stride', [8, 16])
 @pytest.mark.parametrize('size', [(65, 97), (64, 96), (33, 50)])
 def test_output_shapes_for_odd_and_even_sizes(output_stride, size):
@@ -72,12 +71,14 @@ def test_output_shapes_for_odd_and_even_sizes(output_stride, size):
     assert skip.shape == (1, 256) + tuple(-(-n // 4) for n in size)
 
 
+@pytest.mark.fast
 def test_default_atrous_rates_follow_output_stride():
     assert DeepLabV3Plus(output_stride=16).atrous_rates == (6, 12, 18)
     assert DeepLabV3Plus(output_stride=8).atrous_rates == (12, 24, 36)
     assert DeepLabV3Plus(output_stride=16, atrous_rates=(3, 6, 9)).atrous_rates == (3, 6, 9)
 
 
+@pytest.mark.fast
 def test_hybridized_gives_the_same_numbers():
     net = initialized(DeepLabV3Plus(num_classes=3))
     x = random_image(49, 70)
@@ -99,6 +100,7 @@ def test_same_weights_serve_output_stride_8_and_16(tmp_path):
     assert np.abs(os8 - os16).max() > 0.01 * np.abs(os16).max()  # other rates, other maps
 
 
+@pytest.mark.fast
 def test_deeplab_v3_without_decoder():
     net = initialized(DeepLabV3Plus(num_classes=6, decoder=False))
     x = random_image(65, 81)
@@ -108,6 +110,7 @@ def test_deeplab_v3_without_decoder():
     assert not any(name.startswith('decoder.') for name in names)
 
 
+@pytest.mark.fast
 def test_classifier_output():
     net = initialized(Xception65(num_classes=10))
     assert net(random_image(64, 64, batch=2)).shape == (2, 10)

@@ -11,11 +11,13 @@ import os
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import PHOTOS, REFERENCE, official_outputs, padded_input, run_script
+from helpers import PHOTOS, REFERENCE, official_outputs, padded_input, run_script
 from PIL import Image
 
 from mylib import DeepLabV3Plus
 from mylib.inference import LogitsRunner
+from mylib.models.deeplab import HEAD_DEPTH
+from mylib.models.taps import record
 
 LOGIT_TOLERANCE = 1e-3  # of max |official logit|, everywhere
 LABEL_AGREEMENT = 0.999
@@ -67,65 +69,69 @@ def test_predict_script_gives_the_official_labels(converted_reference, tmp_path)
     assert labels.shape == expected.shape and (labels == expected).mean() >= LABEL_AGREEMENT
 
 
+# Each stage of the official graph (stages.json) as what a block of ours takes or gives, recorded from the
+# model's own forward pass: stage -> (block path, 'input' or 'output', index in it, first channels or None).
+# An index applies to a tuple (a block's inputs, or the outputs of a block that returns two); None: one output.
+STAGE_TAPS = {
+    'preprocessed_input': ('backbone.conv1_1', 'input', 0, None),
+    'entry_flow_conv1_1': ('backbone.conv1_1', 'output', None, None),
+    'entry_flow_conv1_2': ('backbone.conv1_2', 'output', None, None),
+    'entry_flow_block1': ('backbone.entry_block1_unit1', 'output', None, None),
+    'decoder_skip_endpoint': ('backbone.entry_block2_unit1', 'output', 1, None),
+    'entry_flow_block2': ('backbone.entry_block2_unit1', 'output', 0, None),
+    'entry_flow_block3': ('backbone.entry_block3_unit1', 'output', None, None),
+    'middle_flow_unit_1': ('backbone.middle_block1_unit1', 'output', None, None),
+    'middle_flow_unit_8': ('backbone.middle_block1_unit8', 'output', None, None),
+    'middle_flow_block1': ('backbone.middle_block1_unit16', 'output', None, None),
+    'exit_flow_block1': ('backbone.exit_block1_unit1', 'output', None, None),
+    'exit_flow_block2_sepconv1_depthwise': ('backbone.exit_block2_unit1.separable_conv1.depthwise', 'output', None,
+                                            None),
+    'backbone_output': ('backbone', 'output', 1, None),  # (skip, features)
+    'image_pooling_pooled': ('aspp.image_pooling', 'input', 0, None),
+    'image_pooling': ('aspp.image_pooling', 'output', None, None),
+    'image_pooling_resized': ('aspp.projection', 'input', 0, HEAD_DEPTH),  # the first branch of the concat
+    'aspp0': ('aspp.aspp0', 'output', None, None),
+    'aspp1_depthwise': ('aspp.aspp1.depthwise', 'output', None, None),
+    'aspp1': ('aspp.aspp1', 'output', None, None),
+    'aspp2': ('aspp.aspp2', 'output', None, None),
+    'aspp3': ('aspp.aspp3', 'output', None, None),
+    'aspp_concat': ('aspp.projection', 'input', 0, None),
+    'concat_projection': ('aspp.projection', 'output', None, None),
+    'decoder_aspp_upsampled': ('decoder.conv0', 'input', 0, HEAD_DEPTH),  # [ASPP resized, skip projected]
+    'decoder_feature_projection0': ('decoder.feature_projection', 'output', None, None),
+    'decoder_concat': ('decoder.conv0', 'input', 0, None),
+    'decoder_conv0_depthwise': ('decoder.conv0.depthwise', 'output', None, None),
+    'decoder_conv0': ('decoder.conv0', 'output', None, None),
+    'decoder_conv1': ('decoder.conv1', 'output', None, None),
+    'logits_conv': ('logits', 'output', None, None),
+}
+
+
 def trace_stages(net, x):
-    """The intermediate tensors of the official graph's stages.json, NHWC numpy, for input x (NCHW)."""
-    from mylib.models.layers import normalize_pixels, resize_like
-    F, stages, backbone = mx.nd, {}, net.backbone
+    """The stages of the official graph's stages.json, NHWC numpy, from one run of `net(x)` (x NCHW).
 
-    def keep(name, value):
-        stages[name] = value.asnumpy().transpose(0, 2, 3, 1)
-        return value
-
-    h = keep('preprocessed_input', normalize_pixels(x))
-    h = keep('entry_flow_conv1_1', backbone.conv1_1(h))
-    h = keep('entry_flow_conv1_2', backbone.conv1_2(h))
-    named = {'entry_block1_unit1': 'entry_flow_block1', 'entry_block2_unit1': 'entry_flow_block2',
-             'entry_block3_unit1': 'entry_flow_block3', 'middle_block1_unit1': 'middle_flow_unit_1',
-             'middle_block1_unit8': 'middle_flow_unit_8', 'middle_block1_unit16': 'middle_flow_block1',
-             'exit_block1_unit1': 'exit_flow_block1'}
-    for name, unit in backbone._children.items():
-        if unit not in backbone.units:
-            continue
-        if name == 'exit_block2_unit1':
-            keep('exit_flow_block2_sepconv1_depthwise', unit.separable_convs[0].depthwise(h))
-        if unit.returns_skip:
-            h, skip = unit(h)
-            keep('decoder_skip_endpoint', skip)
-        else:
-            h = unit(h)
-        if name in named:
-            keep(named[name], h)
-    features = keep('backbone_output', h)
-    aspp = net.aspp
-    pooled = keep('image_pooling_pooled', F.mean(features, axis=(2, 3), keepdims=True))
-    pooled = keep('image_pooling', aspp.image_pooling(pooled))
-    keep('image_pooling_resized', F.broadcast_like(pooled, features, lhs_axes=(2, 3), rhs_axes=(2, 3)))
-    keep('aspp0', aspp.aspp0(features))
-    keep('aspp1_depthwise', aspp.atrous_branches[0].depthwise(features))
-    for index, branch in enumerate(aspp.atrous_branches, 1):
-        keep('aspp%d' % index, branch(features))
-    branches = [stages[name].transpose(0, 3, 1, 2) for name in
-                ('image_pooling_resized', 'aspp0', 'aspp1', 'aspp2', 'aspp3')]
-    concat = keep('aspp_concat', F.concat(*[F.array(b) for b in branches], dim=1))
-    projected = keep('concat_projection', aspp.projection(concat))
-    decoder = net.decoder
-    skip = keep('decoder_feature_projection0', decoder.feature_projection(F.array(
-        stages['decoder_skip_endpoint'].transpose(0, 3, 1, 2))))
-    upsampled = keep('decoder_aspp_upsampled', resize_like(F, projected, skip))
-    h = keep('decoder_concat', F.concat(upsampled, skip, dim=1))
-    keep('decoder_conv0_depthwise', decoder.conv0.depthwise(h))
-    h = keep('decoder_conv0', decoder.conv0(h))
-    h = keep('decoder_conv1', decoder.conv1(h))
-    keep('logits_conv', net.logits(h))
+    `net` must not be hybridized: the hooks of `mylib.models.taps.record` see imperative calls only.
+    """
+    with record(net, sorted({path for path, _, _, _ in STAGE_TAPS.values()})) as taps:
+        logits = net(x)
+    assert logits.shape[2:] == x.shape[2:]  # the whole forward pass ran, to the final upsampling
+    stages = {}
+    for stage, (path, side, index, channels) in STAGE_TAPS.items():
+        value = taps[path].inputs if side == 'input' else taps[path].output
+        value = value if index is None else value[index]
+        value = value if channels is None else value[:, :channels]
+        stages[stage] = value.asnumpy().transpose(0, 2, 3, 1)
     return stages
 
 
-def test_every_stage_matches_official_graph(reference_net):
+def test_every_stage_matches_official_graph(converted_reference):
     """Each of the 30 reference stages (grace_hopper), so that a departure is found where it starts."""
+    net = DeepLabV3Plus(num_classes=21, output_stride=16)  # not hybridized: the stages are recorded
+    net.load_parameters(str(converted_reference[0]))
     with open(REFERENCE / 'os16' / 'stages.json') as stream:
         described = json.load(stream)
     reference = np.load(REFERENCE / 'os16' / 'grace_hopper_stages.npz')
-    ours = trace_stages(reference_net, padded_input(official_outputs('grace_hopper')['input_uint8']))
+    ours = trace_stages(net, padded_input(official_outputs('grace_hopper')['input_uint8']))
     assert sorted(ours) == sorted(stage['stage'] for stage in described)
     for stage in described:
         name, value = stage['stage'], ours[stage['stage']]

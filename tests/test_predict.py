@@ -1,7 +1,7 @@
 """predict.py on every kind of image a user has, and on a broken file."""
 import numpy as np
 import pytest
-from conftest import initialized, run_script
+from helpers import initialized, run_script
 from PIL import Image
 
 from mylib import DeepLabV3Plus
@@ -41,7 +41,7 @@ def photos(tmp_path_factory):
 
     save('rgb_png', Image.fromarray(rgb), 'rgb.png')
     save('jpeg', Image.fromarray(rgb), 'photo.jpg', quality=95)
-    save('bmp', Image.fromarray(rgb), 'photo.bmp')
+    save('bmp', Image.fromarray(rgb), 'bitmap.bmp')  # (names differing by extension: test_errors.py)
     save('gray', Image.fromarray(gray, 'L'), 'gray.png')
     save('gray16', Image.fromarray(gray.astype(np.uint16) * 257), 'gray16.png')  # same grey, 16 bits
     save('rgba', Image.fromarray(np.dstack([rgb, np.full(gray.shape, 90, np.uint8)]), 'RGBA'), 'rgba.png')
@@ -113,6 +113,7 @@ def test_same_pixels_in_other_formats_give_the_same_labels(predicted, photos):
     assert len(np.unique(reference)) > 1  # the random network does not predict one class everywhere
 
 
+@pytest.mark.fast
 def test_read_rgb_converts_every_mode(photos):
     folder, files = photos
     for kind in ('gray', 'gray16', 'rgba', 'palette', 'cmyk', 'exif', 'jpeg', 'bmp'):

@@ -3,7 +3,10 @@ import shutil
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+from helpers import REPO
+
+pytestmark = pytest.mark.fast
 
 
 def test_ruff_passes():

@@ -10,17 +10,18 @@ import time
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import REPO, initialized, run_script, write_segmentation_folder
+from helpers import REPO, initialized, run_script, write_segmentation_folder
 from mxnet import autograd, gluon
 
 from mylib import DeepLabV3Plus, Xception65
+from mylib.errors import WeightsError
+from mylib.models.init import TruncatedNormal
 from mylib.models.layers import ConvBN, batch_norm
-from mylib.training.initialization import TruncatedNormal, initialize_for_training, official_stddev
-from mylib.training.loop import decays
+from mylib.training.initialization import initialize_for_training
 from mylib.training.loss import pixel_cross_entropy
 from mylib.training.sampler import EpochBatchSampler
 from mylib.training.schedule import poly_learning_rate
-from mylib.weights import WeightsError, load_deeplab
+from mylib.weights import load_deeplab
 
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1')  # for processes that run side by side on 2 cores
 
@@ -70,12 +71,14 @@ def read_params(path):
 
 
 # --- the parts -------------------------------------------------------------------------------------------------
+@pytest.mark.fast
 def test_poly_learning_rate_is_the_official_policy():
     assert poly_learning_rate(0.007, 0, 100) == 0.007
     assert poly_learning_rate(0.007, 50, 100) == pytest.approx(0.007 * 0.5 ** 0.9)
     assert poly_learning_rate(0.007, 100, 100) == 0.0
 
 
+@pytest.mark.fast
 def test_loss_is_the_mean_over_the_labelled_pixels_of_the_whole_batch():
     logits = mx.nd.array([[[[2.0, 0.0, 5.0]], [[0.0, 1.0, -5.0]]]])  # 1 x 2 classes x 1 x 3
     labels = mx.nd.array([[[0, 1, 255]]])
@@ -92,6 +95,7 @@ def test_loss_is_the_mean_over_the_labelled_pixels_of_the_whole_batch():
         whole_sum.asscalar() / whole_count.asscalar(), rel=1e-6)
 
 
+@pytest.mark.fast
 def test_sampler_is_deterministic_shards_without_overlap_and_resumes_mid_epoch():
     sampler = EpochBatchSampler(10, 3, seed=4)
     sampler.start(1)
@@ -110,28 +114,50 @@ def test_sampler_is_deterministic_shards_without_overlap_and_resumes_mid_epoch()
         EpochBatchSampler(3, 4, seed=0)
 
 
+@pytest.mark.fast
 def test_weight_decay_only_on_convolution_weights():
-    names = DeepLabV3Plus(21)._collect_params_with_prefix()
-    decayed = {name for name in names if decays(name)}
+    """Set where the layers are built: official l2 on every convolution weight but the depthwise ones."""
+    net = DeepLabV3Plus(21)
+    params = net._collect_params_with_prefix()
+    decayed = {name for name, param in params.items() if param.wd_mult != 0}
     assert 'backbone.conv1_1.conv.weight' in decayed and 'logits.weight' in decayed
     assert 'backbone.entry_block1_unit1.separable_conv1.pointwise.conv.weight' in decayed
     assert 'aspp.aspp1.depthwise.conv.weight' not in decayed  # official: depthwise not regularized
     assert not any(name.endswith(('.gamma', '.beta', '.running_mean', '.running_var', '.bias')) for name in decayed)
-    assert len(decayed) == sum(name.endswith('conv.weight') and '.depthwise.' not in name for name in names) + 1
+    convolutions = [block for block in blocks_of(net) if isinstance(block, gluon.nn.Conv2D)]
+    assert len(decayed) == sum(conv._kwargs['num_group'] == 1 for conv in convolutions)
+    assert all(params[name].wd_mult == 1 for name in decayed)
+
+
+def blocks_of(block):
+    """Every block under `block`, itself included."""
+    yield block
+    for child in block._children.values():
+        yield from blocks_of(child)
 
 
 def test_official_initializers():
-    assert official_stddev('backbone.middle_block1_unit3.separable_conv1.depthwise.conv.weight') == 0.09
-    assert official_stddev('aspp.aspp2.depthwise.conv.weight') == 0.33
-    assert official_stddev('decoder.conv1.pointwise.conv.weight') == 0.06
-    assert official_stddev('logits.weight') == 0.01
-    assert official_stddev('aspp.projection.conv.weight') is None  # slim's default: Xavier
+    """Each layer carries its official initializer; initialisation depends only on the seed."""
+    net = DeepLabV3Plus(3)
+    params = net._collect_params_with_prefix()
+    stddev = {name: getattr(param.init, 'stddev', None) for name, param in params.items() if name.endswith('weight')}
+    assert stddev['backbone.middle_block1_unit3.separable_conv1.depthwise.conv.weight'] == 0.09
+    assert stddev['backbone.conv1_1.conv.weight'] == 0.09
+    assert stddev['aspp.aspp2.depthwise.conv.weight'] == 0.33
+    assert stddev['decoder.conv1.pointwise.conv.weight'] == 0.06
+    assert stddev['logits.weight'] == 0.01
+    assert stddev['aspp.projection.conv.weight'] is None  # slim's default: Xavier
+    initialize_for_training(net, None, [mx.cpu()], seed=5)
+    depthwise = params['aspp.aspp2.depthwise.conv.weight'].data().asnumpy()
+    assert np.abs(depthwise).max() <= 0.66 and depthwise.std() == pytest.approx(0.33 * 0.88, rel=0.1)
+    again = DeepLabV3Plus(3)
+    initialize_for_training(again, None, [mx.cpu()], seed=5)
+    assert all(np.array_equal(param.data().asnumpy(), again._collect_params_with_prefix()[name].data().asnumpy())
+               for name, param in params.items())
     values = mx.nd.zeros((200, 50))
-    TruncatedNormal(0.5, seed=[1, 2])._init_weight('w', values)
-    again = mx.nd.zeros((200, 50))
-    TruncatedNormal(0.5, seed=[1, 2])._init_weight('w', again)
+    mx.random.seed(1)
+    TruncatedNormal(0.5)._init_weight('w', values)
     assert np.abs(values.asnumpy()).max() <= 1.0 and values.asnumpy().std() == pytest.approx(0.44, abs=0.02)
-    assert np.array_equal(values.asnumpy(), again.asnumpy())
 
 
 def test_initialization_from_the_imagenet_backbone(tmp_path):
@@ -154,6 +180,7 @@ def test_initialization_from_the_imagenet_backbone(tmp_path):
         initialize_for_training(DeepLabV3Plus(num_classes=3), str(tmp_path / 'other.params'), [mx.cpu()])
 
 
+@pytest.mark.fast
 def test_syncbatchnorm_over_two_contexts_equals_batchnorm_over_the_whole_batch():
     from mxnet.gluon.contrib.nn import SyncBatchNorm
     ctxs = [mx.cpu(0), mx.cpu(1)]

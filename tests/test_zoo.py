@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import reference_manifest, run_script, write_tf_checkpoint
+from helpers import reference_manifest, run_script, write_tf_checkpoint
 
 from converters.mapping import skip_reason
 from mylib import DeepLabV3Plus, zoo
@@ -143,6 +143,7 @@ def files_in(folder):
 
 
 # --- the release facts ------------------------------------------------------------------------------
+@pytest.mark.fast
 def test_releases_follow_the_official_model_zoo():
     assert list(zoo.RELEASES) == ['xception65_coco_voc_trainaug', 'xception65_coco_voc_trainval',
                                   'xception65_cityscapes_trainfine', 'xception65_ade20k_train', 'xception_65']
@@ -162,12 +163,14 @@ def test_releases_follow_the_official_model_zoo():
     assert zoo.format_result(trainaug[1]) == '83.58% val (OS8, scales 0.5-1.75, flip)'
 
 
+@pytest.mark.fast
 def test_model_root_is_mxnet_model_folder(monkeypatch, tmp_path):
     monkeypatch.setenv('MXNET_HOME', str(tmp_path))
     assert zoo.model_root() == os.path.join(str(tmp_path), 'models', 'deeplab')
     assert zoo.model_root(tmp_path / 'elsewhere') == str(tmp_path / 'elsewhere')
 
 
+@pytest.mark.fast
 def test_mirror_folder_through_a_file_url(monkeypatch, small_archive, tmp_path):
     (tmp_path / 'mirror').mkdir()
     (tmp_path / 'mirror' / ARCHIVE).write_bytes(small_archive)
@@ -177,6 +180,7 @@ def test_mirror_folder_through_a_file_url(monkeypatch, small_archive, tmp_path):
     assert (tmp_path / 'cache' / ARCHIVE).read_bytes() == small_archive
 
 
+@pytest.mark.fast
 def test_mirror_keeps_the_official_file_name(monkeypatch):
     release = zoo.RELEASES['xception65_cityscapes_trainfine']
     monkeypatch.delenv(zoo.MIRROR_VARIABLE, raising=False)
@@ -185,6 +189,7 @@ def test_mirror_keeps_the_official_file_name(monkeypatch):
     assert zoo.release_url(release) == 'file:///data/mirror/deeplabv3_cityscapes_train_2018_02_06.tar.gz'
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('call', [zoo.get_params_file, zoo.get_model])
 def test_unknown_model_names_the_known_ones(call, tmp_path):
     with pytest.raises(zoo.ZooError) as error:
@@ -221,6 +226,7 @@ def test_download_convert_then_cached_without_network(serve, release_archive, tm
     assert np.array_equal(net.logits.bias.data().asnumpy(), LOGITS_BIASES)
 
 
+@pytest.mark.fast
 def test_dropped_connection_resumes_with_a_range_request(serve, small_archive, tmp_path):
     server = serve({SMALL: small_archive}, drop='first')
     target = tmp_path / SMALL
@@ -231,6 +237,7 @@ def test_dropped_connection_resumes_with_a_range_request(serve, small_archive, t
     assert files_in(tmp_path) == [SMALL]
 
 
+@pytest.mark.fast
 def test_retries_stop_when_attempts_make_no_progress(serve, small_archive, tmp_path):
     server = serve({SMALL: small_archive}, drop='every', ignore_range=True)
     with pytest.raises(zoo.ZooError) as error:
@@ -242,6 +249,7 @@ def test_retries_stop_when_attempts_make_no_progress(serve, small_archive, tmp_p
     assert files_in(tmp_path) == [SMALL + '.part'] and str(tmp_path / (SMALL + '.part')) in str(error.value)
 
 
+@pytest.mark.fast
 def test_a_later_call_continues_the_partial_file(serve, small_archive, tmp_path):
     server = serve({SMALL: small_archive})
     (tmp_path / (SMALL + '.part')).write_bytes(small_archive[:1000])
@@ -250,6 +258,7 @@ def test_a_later_call_continues_the_partial_file(serve, small_archive, tmp_path)
     assert (tmp_path / SMALL).read_bytes() == small_archive and files_in(tmp_path) == [SMALL]
 
 
+@pytest.mark.fast
 def test_server_that_ignores_range_gets_a_fresh_start(serve, small_archive, tmp_path):
     server = serve({SMALL: small_archive}, ignore_range=True)
     (tmp_path / (SMALL + '.part')).write_bytes(b'x' * 1000)  # appending the answer to it would corrupt it
@@ -258,6 +267,7 @@ def test_server_that_ignores_range_gets_a_fresh_start(serve, small_archive, tmp_
     assert (tmp_path / SMALL).read_bytes() == small_archive and files_in(tmp_path) == [SMALL]
 
 
+@pytest.mark.fast
 def test_damaged_file_under_the_final_name_is_replaced(serve, small_archive, tmp_path):
     server = serve({SMALL: small_archive})
     (tmp_path / SMALL).write_bytes(small_archive[:-1] + b'!')
@@ -266,6 +276,7 @@ def test_damaged_file_under_the_final_name_is_replaced(serve, small_archive, tmp
     assert (tmp_path / SMALL).read_bytes() == small_archive and len(server.requests) == 1
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('damage, culprit', [
     ('sha256', 'its sha256 is'),
     ('size', 'the server announces'),
@@ -284,6 +295,7 @@ def test_damaged_download_is_refused_and_deleted(serve, small_archive, tmp_path,
     assert files_in(tmp_path) == []  # neither the final name nor a .part
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize('failure', ['HTTP 404', 'refused'])
 def test_failed_download_names_url_and_reason(serve, tmp_path, failure):
     server = serve({})

@@ -21,8 +21,8 @@ is the same as resizing the whole image, padding, cropping and flipping.
 import numpy as np
 from mxnet import gluon
 
-from ..inference import MEAN_PIXEL
-from .datasets import IGNORE_LABEL
+from ..models.layers import MEAN_PIXEL
+from .specs import DEFAULT_CROP, IGNORE_LABEL
 
 FLIP_PROBABILITY = 0.5  # official input_preprocess: _PROB_OF_FLIP
 ROWS_PER_BLOCK = 64  # output rows resized at a time (fastest of 16-128 on 513 x 513 crops of VOC images)
@@ -145,7 +145,7 @@ class TrainAugmentation:
     returns (image 3 x h x w float32 with pixel values 0-255, label h x w float32 with 255 = ignore).
     """
 
-    def __init__(self, crop_size=(513, 513), min_scale=0.5, max_scale=2.0, scale_step=0.25, flip=True):
+    def __init__(self, crop_size=DEFAULT_CROP, min_scale=0.5, max_scale=2.0, scale_step=0.25, flip=True):
         crop = (crop_size, crop_size) if np.isscalar(crop_size) else tuple(crop_size)
         if len(crop) != 2 or min(crop) < 1:
             raise ValueError('crop_size must be (height, width) of positive ints, got %r' % (crop_size,))

@@ -10,8 +10,6 @@ gluoncv's classes read VOC trainval.txt for split 'train', SBD train+val (with ~
 for VOCAug 'train', list folders in no fixed order, and fail with bare asserts.
 """
 import os
-from collections import namedtuple
-from types import MappingProxyType
 
 import cv2
 import numpy as np
@@ -20,39 +18,10 @@ import simplejpeg
 from mxnet import gluon
 from PIL import Image
 
-IGNORE_LABEL = 255  # official ignore_label (VOC, Cityscapes); ADE20K's 0 is mapped to it
-
-
-class DatasetError(Exception):
-    """A dataset that is missing, incomplete, or holds a bad file: the message says which and how to fix it."""
-
-
-DatasetInfo = namedtuple('DatasetInfo', 'name num_classes crop_size default_root splits how_to_get')
-
-# num_classes and crop_size: official DeepLab flags (train.py / eval.py, local_test*.sh, g3doc); for
-# Cityscapes 1025 x 2049 is the evaluation crop (the official training crop is 769 x 769).
-# default_root: gluoncv's default `root` of the matching dataset class (checked in tests/test_data.py).
-DATASETS = MappingProxyType({
-    'voc': DatasetInfo(
-        'voc', 21, (513, 513), os.path.expanduser('~/.mxnet/datasets/voc'), ('train', 'val', 'trainval', 'train_aug'),
-        "Run gluoncv's scripts/datasets/pascal_voc.py (it puts VOC2012/ and the SBD as VOCaug/ under "
-        "~/.mxnet/datasets/voc), or pass --data-root DIR where DIR holds VOC2012/ (and VOCaug/ for train_aug)."),
-    'cityscapes': DatasetInfo(
-        'cityscapes', 19, (1025, 2049), os.path.expanduser('~/.mxnet/datasets/citys'), ('train', 'val'),
-        'Download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from cityscapes-dataset.com (login '
-        'needed) and unzip both into ~/.mxnet/datasets/citys, or pass --data-root DIR where DIR holds '
-        'leftImg8bit/ and gtFine/.'),
-    'ade20k': DatasetInfo(
-        'ade20k', 151, (513, 513), os.path.expanduser('~/.mxnet/datasets/ade'), ('train', 'val'),
-        "Run gluoncv's scripts/datasets/ade20k.py (it unzips ADEChallengeData2016.zip into ~/.mxnet/datasets/ade), "
-        'or pass --data-root DIR where DIR holds ADEChallengeData2016/.'),
-})
+from ..errors import DatasetError
+from .specs import DATASETS, FOLDER_HOW_TO, IGNORE_LABEL, check_num_classes, folder_spec
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')  # of JPEGImages/<id>: VOC's are .jpg; own data may be PNG
-FOLDER_HOW_TO = ('A folder dataset has the VOC layout: DIR/JPEGImages/<id>.jpg (or .png), '
-                 'DIR/SegmentationClass/<id>.png (index PNGs: pixel value = class, 255 = ignore) and '
-                 'DIR/ImageSets/Segmentation/<split>.txt (one id per line).')
-
 # (Cityscapes labelId, trainId) of the 19 classes (cityscapesScripts helpers/labels.py); other ids -> 255
 CITYSCAPES_TRAIN_IDS = ((7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (22, 9),
                         (23, 10), (24, 11), (25, 12), (26, 13), (27, 14), (28, 15), (31, 16), (32, 17), (33, 18))
@@ -140,16 +109,16 @@ class SegmentationDataset(gluon.data.Dataset):
     """Images and labels from a list of files: item i = (H x W x 3 uint8 RGB, H x W uint8, 255 = ignore).
 
     names: image ids in order; files: (image path, label path) per id; label_map: None, or a 256-entry
-    uint8 table applied to the stored label values (Cityscapes, ADE20K); info: the DatasetInfo (None
-    for a folder dataset).
+    uint8 table applied to the stored label values (Cityscapes, ADE20K); spec: the dataset's
+    DatasetSpec (mylib.data.specs).
     """
 
-    def __init__(self, names, files, num_classes, root, info=None, label_map=None, split=None):
+    def __init__(self, names, files, num_classes, root, spec=None, label_map=None, split=None):
         self.names = list(names)
         self.files = list(files)
         self.num_classes = int(num_classes)
         self.root = root
-        self.info = info
+        self.spec = spec
         self.split = split
         self.label_map = label_map
 
@@ -158,7 +127,7 @@ class SegmentationDataset(gluon.data.Dataset):
 
     def __repr__(self):
         return '%s(%s %s, %d images, %d classes, root=%s)' % (
-            type(self).__name__, self.info.name if self.info else 'folder', self.split, len(self), self.num_classes,
+            type(self).__name__, self.spec.name if self.spec else '?', self.split, len(self), self.num_classes,
             self.root)
 
     def __getitem__(self, index):
@@ -248,28 +217,27 @@ def train_aug_files(root, names):
 
 
 def voc_dataset(split, root):
-    info = DATASETS['voc']
+    spec = DATASETS['voc']
     if split == 'train_aug':
         names = train_aug_names(root)
         files = train_aug_files(root, names)
     else:
         paths = voc_paths(root)
         list_path = os.path.join(paths['voc'], 'ImageSets', 'Segmentation', split + '.txt')
-        names, files = voc_layout_files(paths['voc'], list_path, info.how_to_get)
-    return SegmentationDataset(names, files, info.num_classes, root, info, split=split)
+        names, files = voc_layout_files(paths['voc'], list_path, spec.how_to_get)
+    return SegmentationDataset(names, files, spec.num_classes, root, spec, split=split)
 
 
 def folder_dataset(split, root, num_classes):
     if root is None or num_classes is None:
         raise DatasetError('a folder dataset needs a root (--data-root) and num_classes (--num-classes). '
                            + FOLDER_HOW_TO)
-    if not 1 <= num_classes <= 255:
-        raise DatasetError('num_classes must be in 1..255 (label 255 means ignore), got %d' % num_classes)
+    check_num_classes(num_classes)
     if not os.path.isdir(root):
         raise DatasetError('dataset folder %s does not exist. %s' % (root, FOLDER_HOW_TO))
     list_path = os.path.join(root, 'ImageSets', 'Segmentation', split + '.txt')
     names, files = voc_layout_files(root, list_path, FOLDER_HOW_TO)
-    return SegmentationDataset(names, files, num_classes, root, None, split=split)
+    return SegmentationDataset(names, files, num_classes, root, folder_spec(num_classes), split=split)
 
 
 def walk_files(folder, suffix, how_to_get):
@@ -290,13 +258,13 @@ def matching_label(image_path, image_folder, label_folder, image_suffix, label_s
     return relative.replace(os.sep, '/'), label
 
 
-def paired_dataset(info, split, root, folders, suffixes, label_map):
+def paired_dataset(spec, split, root, folders, suffixes, label_map):
     """A dataset of images under folders[0] paired with the labels under folders[1] (Cityscapes, ADE20K)."""
-    images = walk_files(folders[0], suffixes[0], info.how_to_get)
+    images = walk_files(folders[0], suffixes[0], spec.how_to_get)
     pairs = [matching_label(image, folders[0], folders[1], *suffixes) for image in images]
     return SegmentationDataset([name for name, _ in pairs], [(image, label) for image, (_, label) in
                                                              zip(images, pairs)],
-                               info.num_classes, root, info, label_map, split=split)
+                               spec.num_classes, root, spec, label_map, split=split)
 
 
 def cityscapes_dataset(split, root):
@@ -326,13 +294,13 @@ def get_dataset(name, split, root=None, num_classes=None):
         return folder_dataset(split, root, num_classes)
     if name not in DATASETS:
         raise DatasetError('unknown dataset %r: choose one of %s, or folder' % (name, ', '.join(DATASETS)))
-    info = DATASETS[name]
-    if split not in info.splits:
-        raise DatasetError('%s has no split %r: choose one of %s' % (name, split, ', '.join(info.splits)))
-    if num_classes is not None and num_classes != info.num_classes:
-        raise DatasetError('%s has %d classes, not %d' % (name, info.num_classes, num_classes))
-    root = root or info.default_root
+    spec = DATASETS[name]
+    if split not in spec.splits:
+        raise DatasetError('%s has no split %r: choose one of %s' % (name, split, ', '.join(spec.splits)))
+    if num_classes is not None and num_classes != spec.num_classes:
+        raise DatasetError('%s has %d classes, not %d' % (name, spec.num_classes, num_classes))
+    root = root or spec.default_root
     if not os.path.isdir(root):
-        raise DatasetError('%s not found: the data root %s does not exist. %s' % (name, root, info.how_to_get))
+        raise DatasetError('%s not found: the data root %s does not exist. %s' % (name, root, spec.how_to_get))
     builders = {'voc': voc_dataset, 'cityscapes': cityscapes_dataset, 'ade20k': ade20k_dataset}
     return builders[name](split, root)

@@ -1,6 +1,7 @@
 """Colour palettes for label maps: PASCAL VOC, Cityscapes and ADE20K, as 256 x 3 uint8 tables.
 
-`palette(num_classes)[label]` colours an H x W label map (255 = ignore gets a neutral colour).
+`palette[label]` colours an H x W label map (255 = ignore gets a neutral colour). Which dataset uses
+which palette is said in `mylib.data.specs`.
 """
 import numpy as np
 
@@ -32,7 +33,6 @@ ADE20K_COLOURS_HEX = (  # one string
     '00ccff 1400ff ffff00 0099ff 0029ff 00ffcc 2900ff 29ff00 ad00ff 00f5ff '
     '4700ff 7a00ff 00ffb8 005cff b8ff00 0085ff ffd600 19c2c2 66ff00 5c00ff')
 VOID_BLACK = (0, 0, 0)  # Cityscapes' colour of unlabeled pixels, ADE20K's of "other": 255 for both
-ADE20K_CLASSES = 151  # official DeepLab ADE20K: 150 classes + "other" (0, ignored in training)
 
 
 def voc_palette():
@@ -64,16 +64,11 @@ def ade20k_colours():
     return np.array([tuple(colour) for colour in colours], np.uint8)
 
 
-def palette(num_classes):
-    """256 x 3 uint8 colours for label maps of `num_classes` classes (index 255 = ignore).
+def cityscapes_palette():
+    """The 19 Cityscapes trainId colours, 255 (unlabeled) black."""
+    return _table(np.array(CITYSCAPES_COLOURS, np.uint8), VOID_BLACK)
 
-    21: PASCAL VOC (255 -> (224, 224, 192)); 19: Cityscapes trainIds (255 -> black); 151: ADE20K with
-    class 0 black (255 -> black); any other count: the VOC bit-pattern palette.
-    """
-    if not 1 <= num_classes <= 255:
-        raise ValueError('num_classes must be in 1..255 (label 255 means ignore), got %r' % (num_classes,))
-    if num_classes == len(CITYSCAPES_COLOURS):
-        return _table(np.array(CITYSCAPES_COLOURS, np.uint8), VOID_BLACK)
-    if num_classes == ADE20K_CLASSES:
-        return _table(ade20k_colours(), VOID_BLACK)
-    return voc_palette()
+
+def ade20k_palette():
+    """ADE20K: class 0 ("other") black, the 150 SceneParsing colours, 255 black."""
+    return _table(ade20k_colours(), VOID_BLACK)

@@ -6,12 +6,17 @@ aspp_with_separable_conv, decoder_use_separable_conv, add_image_level_feature.
 """
 from mxnet.gluon import nn
 
+from .init import TruncatedNormal
 from .layers import ConvBN, SeparableConv, batch_norm, normalize_pixels, resize_like
 from .xception import XceptionBackbone
 
 HEAD_DEPTH = 256  # official model.py: depth = 256 (ASPP, projection, decoder)
 SKIP_PROJECTION = 48  # official refine_by_decoder: 1x1 conv of the skip to 48 channels
 DEFAULT_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}  # official DeepLab v3+ train/eval flags
+# official split_separable_conv2d: depthwise and pointwise truncated normal, stddev 0.33 and 0.06;
+# get_branch_logits: truncated normal 0.01. The head's other convolutions keep slim's Xavier.
+SEPARABLE_INITS = (TruncatedNormal(0.33), TruncatedNormal(0.06))
+LOGITS_INIT = TruncatedNormal(0.01)
 
 
 class ASPP(nn.HybridBlock):
@@ -28,7 +33,8 @@ class ASPP(nn.HybridBlock):
             self.image_pooling = ConvBN(in_channels, HEAD_DEPTH, norm_layer=norm_layer)
             self.aspp0 = ConvBN(in_channels, HEAD_DEPTH, norm_layer=norm_layer)
             for index, rate in enumerate(rates, 1):
-                branch = SeparableConv(in_channels, HEAD_DEPTH, rate=rate, norm_layer=norm_layer)
+                branch = SeparableConv(in_channels, HEAD_DEPTH, rate=rate, norm_layer=norm_layer,
+                                       weight_inits=SEPARABLE_INITS)
                 self.register_child(branch, 'aspp%d' % index)
                 self.atrous_branches.append(branch)
             self.projection = ConvBN(HEAD_DEPTH * (2 + len(rates)), HEAD_DEPTH, norm_layer=norm_layer)
@@ -49,8 +55,9 @@ class Decoder(nn.HybridBlock):
         super().__init__(**kwargs)
         with self.name_scope():
             self.feature_projection = ConvBN(skip_channels, SKIP_PROJECTION, norm_layer=norm_layer)
-            self.conv0 = SeparableConv(in_channels + SKIP_PROJECTION, HEAD_DEPTH, norm_layer=norm_layer)
-            self.conv1 = SeparableConv(HEAD_DEPTH, HEAD_DEPTH, norm_layer=norm_layer)
+            self.conv0 = SeparableConv(in_channels + SKIP_PROJECTION, HEAD_DEPTH, norm_layer=norm_layer,
+                                       weight_inits=SEPARABLE_INITS)
+            self.conv1 = SeparableConv(HEAD_DEPTH, HEAD_DEPTH, norm_layer=norm_layer, weight_inits=SEPARABLE_INITS)
 
     def hybrid_forward(self, F, x, skip):
         skip = self.feature_projection(skip)
@@ -87,7 +94,8 @@ class DeepLabV3Plus(nn.HybridBlock):
             self.backbone = XceptionBackbone(output_stride, norm_layer=norm_layer)
             self.aspp = ASPP(self.backbone.channels, self.atrous_rates, norm_layer=norm_layer)
             self.decoder = Decoder(HEAD_DEPTH, self.backbone.skip_channels, norm_layer=norm_layer) if decoder else None
-            self.logits = nn.Conv2D(num_classes, 1, in_channels=HEAD_DEPTH)
+            self.logits = nn.Conv2D(num_classes, 1, in_channels=HEAD_DEPTH, weight_initializer=LOGITS_INIT)
+        self.logits.bias.wd_mult = 0.0  # official: l2 on convolution weights only
 
     def hybrid_forward(self, F, x):
         return resize_like(F, self.logits_graph(F, x), x)

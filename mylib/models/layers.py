@@ -45,17 +45,25 @@ class ConvBN(nn.HybridBlock):
 
     `groups=in_channels` (with `channels=in_channels`) makes it the depthwise half of a separable
     convolution. `norm_layer(in_channels=..., epsilon=...)` builds the batch norm (see `batch_norm`).
+    weight_init: the convolution's initializer (None: the network's default, slim's Xavier).
+
+    Weight decay as the official training applies it (`wd_mult`): on the convolution weights, except
+    depthwise ones (official regularize_depthwise=False); never on batch norm.
     """
 
     def __init__(self, in_channels, channels, kernel_size=1, stride=1, rate=1, groups=1, relu=True,
-                 bn_epsilon=HEAD_BN_EPSILON, norm_layer=batch_norm, **kwargs):
+                 bn_epsilon=HEAD_BN_EPSILON, norm_layer=batch_norm, weight_init=None, **kwargs):
         super().__init__(**kwargs)
         self.relu = relu
         with self.name_scope():
             self.conv = nn.Conv2D(channels, kernel_size, strides=stride,
                                   padding=same_padding(kernel_size, rate), dilation=rate,
-                                  groups=groups, use_bias=False, in_channels=in_channels)
+                                  groups=groups, use_bias=False, in_channels=in_channels,
+                                  weight_initializer=weight_init)
             self.bn = norm_layer(in_channels=channels, epsilon=bn_epsilon)
+        self.conv.weight.wd_mult = 0.0 if groups > 1 else 1.0
+        for param in self.bn.collect_params().values():  # gamma, beta (and the running statistics)
+            param.wd_mult = 0.0
 
     def hybrid_forward(self, F, x):
         x = self.bn(self.conv(x))
@@ -67,18 +75,19 @@ class SeparableConv(nn.HybridBlock):
 
     `relu=True` is the head's form and Xception's exit block 2 (ReLU after each BN); `relu=False`
     is the other Xception units, which apply ReLU to the input instead (see `XceptionUnit`).
-    The stride and the atrous rate are the depthwise convolution's.
+    The stride and the atrous rate are the depthwise convolution's. weight_inits: the initializers of
+    the (depthwise, pointwise) weights (None: the network's default).
     """
 
     def __init__(self, in_channels, channels, stride=1, rate=1, relu=True, bn_epsilon=HEAD_BN_EPSILON,
-                 norm_layer=batch_norm, **kwargs):
+                 norm_layer=batch_norm, weight_inits=(None, None), **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
             self.depthwise = ConvBN(in_channels, in_channels, 3, stride=stride, rate=rate,
                                     groups=in_channels, relu=relu, bn_epsilon=bn_epsilon,
-                                    norm_layer=norm_layer)
+                                    norm_layer=norm_layer, weight_init=weight_inits[0])
             self.pointwise = ConvBN(in_channels, channels, 1, relu=relu, bn_epsilon=bn_epsilon,
-                                    norm_layer=norm_layer)
+                                    norm_layer=norm_layer, weight_init=weight_inits[1])
 
     def hybrid_forward(self, F, x):
         return self.pointwise(self.depthwise(x))
@@ -92,6 +101,9 @@ def resize_like(F, x, reference):
     so taking the size from the tensor that `x` is combined with is the same thing for any input.
     """
     return F.contrib.BilinearResize2D(x, like=reference, mode='like', align_corners=True)
+
+
+MEAN_PIXEL = 127.5  # official: the padding value of evaluation and augmentation; 0 after `normalize_pixels`
 
 
 def normalize_pixels(x):

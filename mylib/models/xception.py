@@ -7,6 +7,7 @@ from collections import namedtuple
 
 from mxnet.gluon import nn
 
+from .init import TruncatedNormal
 from .layers import BACKBONE_BN_EPSILON, ConvBN, SeparableConv, batch_norm, normalize_pixels
 
 BlockSpec = namedtuple('BlockSpec', ['name', 'units', 'depths', 'stride', 'shortcut', 'relu_inside'])
@@ -38,6 +39,7 @@ XCEPTION_65 = (
 DECODER_SKIP_UNIT = 'entry_block2_unit1'
 
 STEM_STRIDE = 2  # entry_flow/conv1_1
+WEIGHT_INIT = TruncatedNormal(0.09)  # official xception_arg_scope: weights_initializer_stddev=0.09
 
 
 def unit_plan(blocks, output_stride):
@@ -80,13 +82,14 @@ class XceptionUnit(nn.HybridBlock):
             for index, depth in enumerate(spec.depths, 1):
                 separable_conv = SeparableConv(
                     channels, depth, stride=stride if index == 3 else 1, rate=rate,
-                    relu=spec.relu_inside, bn_epsilon=BACKBONE_BN_EPSILON, norm_layer=norm_layer)
+                    relu=spec.relu_inside, bn_epsilon=BACKBONE_BN_EPSILON, norm_layer=norm_layer,
+                    weight_inits=(WEIGHT_INIT, WEIGHT_INIT))
                 self.register_child(separable_conv, 'separable_conv%d' % index)
                 self.separable_convs.append(separable_conv)
                 channels = depth
             if spec.shortcut == 'conv':
                 self.shortcut = ConvBN(in_channels, spec.depths[-1], 1, stride=stride, relu=False,
-                                       bn_epsilon=BACKBONE_BN_EPSILON, norm_layer=norm_layer)
+                                       bn_epsilon=BACKBONE_BN_EPSILON, norm_layer=norm_layer, weight_init=WEIGHT_INIT)
 
     def hybrid_forward(self, F, x):
         residual, skip = x, None
@@ -114,8 +117,9 @@ class XceptionBackbone(nn.HybridBlock):
         self.units = []
         with self.name_scope():
             self.conv1_1 = ConvBN(3, 32, 3, stride=STEM_STRIDE, bn_epsilon=BACKBONE_BN_EPSILON,
-                                  norm_layer=norm_layer)
-            self.conv1_2 = ConvBN(32, 64, 3, bn_epsilon=BACKBONE_BN_EPSILON, norm_layer=norm_layer)
+                                  norm_layer=norm_layer, weight_init=WEIGHT_INIT)
+            self.conv1_2 = ConvBN(32, 64, 3, bn_epsilon=BACKBONE_BN_EPSILON, norm_layer=norm_layer,
+                                  weight_init=WEIGHT_INIT)
             channels = 64
             for name, spec, stride, rate in unit_plan(blocks, output_stride):
                 unit = XceptionUnit(channels, spec, stride, rate, returns_skip=name == DECODER_SKIP_UNIT,
@@ -150,7 +154,8 @@ class Xception65(nn.HybridBlock):
         with self.name_scope():
             self.backbone = XceptionBackbone(output_stride=32, norm_layer=norm_layer)
             self.dropout = nn.Dropout(0.5)  # official xception(): keep_prob=0.5
-            self.logits = nn.Conv2D(num_classes, 1, in_channels=self.backbone.channels)
+            self.logits = nn.Conv2D(num_classes, 1, in_channels=self.backbone.channels, weight_initializer=WEIGHT_INIT)
+        self.logits.bias.wd_mult = 0.0  # official: l2 on weights only
 
     def hybrid_forward(self, F, x):
         _, features = self.backbone(normalize_pixels(x))

@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 
+from ..cli import ArgumentParser, positive_int
+
 SERVE = 'import mxnet'  # with DMLC_ROLE=scheduler or server, importing mxnet runs that role and exits
 
 
@@ -44,12 +46,11 @@ def launch(command, workers, servers=1, host='127.0.0.1', port=None, env=None, t
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('--workers', type=int, default=2, help='worker processes (default 2)')
-    parser.add_argument('--servers', type=int, default=1, help='parameter server processes (default 1)')
-    parser.add_argument('--port', type=int, help='scheduler port (default: a free one)')
+    parser = ArgumentParser(prog='python -m mylib.training.launch', description=__doc__.split('\n\n')[0],
+                            epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('--workers', type=positive_int, default=2, help='worker processes (default 2)')
+    parser.add_argument('--servers', type=positive_int, default=1, help='parameter server processes (default 1)')
+    parser.add_argument('--port', type=positive_int, help='scheduler port (default: a free one)')
     parser.add_argument('command', nargs=argparse.REMAINDER, help='-- python train.py ... --kvstore dist_sync')
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ['--'] else args.command

@@ -1,8 +1,10 @@
 """The training loss: softmax cross-entropy over the labelled pixels of the whole batch."""
 import mxnet as mx
 
+from ..data.specs import IGNORE_LABEL
 
-def pixel_cross_entropy(logits, labels, ignore_label=255):
+
+def pixel_cross_entropy(logits, labels, ignore_label=IGNORE_LABEL):
     """(sum of -log softmax at the label, number of labelled pixels) of one device's part of a batch.
 
     logits: N x C x H x W NDArray (at the label's size, as the official training upsamples them);

@@ -1,7 +1,8 @@
 """The command line of train.py and train_multi_gpu.py: one parser, defaults from the official recipe."""
 import argparse
 
-from ..cli import size_type
+from ..cli import ArgumentParser, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int, size_type
+from ..data.specs import DATASETS
 
 # Official DeepLab v3+ PASCAL recipe (research/deeplab train.py flags and g3doc/pascal.md):
 OFFICIAL = {
@@ -10,7 +11,6 @@ OFFICIAL = {
     'momentum': 0.9,      # momentum
     'wd': 4e-5,           # weight_decay
     'batch_size': 16,     # train_batch_size
-    'crop_size': (513, 513),
     'iterations': 30000,  # training_number_of_steps
     'output_stride': 16,
     'bn_momentum': 0.9997,  # batch_norm_decay
@@ -23,19 +23,22 @@ FIXED_ON_RESUME = ('dataset', 'train_split', 'val_split', 'num_classes', 'crop_s
                    'kvstore')
 
 
-def build_parser(description, multi_gpu):
+def build_parser(description, multi_gpu, prog='train.py'):
     """The argparse parser; `multi_gpu` selects train_multi_gpu.py's --gpus (several devices, SyncBatchNorm)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog=prog, description=description)
     data = parser.add_argument_group('data')
-    data.add_argument('--dataset', default='voc', choices=('voc', 'cityscapes', 'ade20k', 'folder'),
+    data.add_argument('--dataset', default='voc', choices=tuple(DATASETS) + ('folder',),
                       help='voc: VOC 2012 + SBD (train_aug, 10,582 images, no val image); folder: your own data '
                            'in the VOC layout with --num-classes (default voc)')
     data.add_argument('--data-root', metavar='DIR', help="dataset folder (default: gluoncv's, ~/.mxnet/datasets/...)")
     data.add_argument('--train-split', help='default: train_aug for voc, train otherwise')
     data.add_argument('--val-split', default='val', help='validation split (default val); "none" to skip')
-    data.add_argument('--num-classes', type=int, help='classes of a --dataset folder (labels 0..N-1, 255 ignored)')
-    data.add_argument('--crop-size', type=size_type, default=OFFICIAL['crop_size'], help='HxW (default 513x513)')
-    data.add_argument('--num-workers', type=int, default=4, help='data loading processes (default 4)')
+    data.add_argument('--num-classes', type=positive_int,
+                      help='classes of a --dataset folder (labels 0..N-1, 255 ignored)')
+    data.add_argument('--crop-size', type=size_type,
+                      help="HxW (default: the dataset's official training crop, 513x513 for VOC, ADE20K and your "
+                           'own data, 769x769 for Cityscapes)')
+    data.add_argument('--num-workers', type=nonnegative_int, default=4, help='data loading processes (default 4)')
     model = parser.add_argument_group('model')
     model.add_argument('--init', metavar='FILE.params',
                        help='start from converted weights: a DeepLab v3+ checkpoint (fine-tune; logits kept if the '
@@ -44,18 +47,18 @@ def build_parser(description, multi_gpu):
                        help='training output stride (default 16)')
     model.add_argument('--freeze-bn', action='store_true',
                        help='keep batch-norm statistics fixed (for small batches; gamma/beta still train)')
-    model.add_argument('--bn-momentum', type=float, default=OFFICIAL['bn_momentum'],
+    model.add_argument('--bn-momentum', type=fraction, default=OFFICIAL['bn_momentum'],
                        help='weight of the old running statistics per step (default 0.9997, the official decay; '
                             'lower it, e.g. 0.9, for short runs on small data)')
     optim = parser.add_argument_group('optimization (defaults: the official VOC recipe)')
-    optim.add_argument('--lr', type=float, default=OFFICIAL['lr'], help='base learning rate (default 0.007)')
-    optim.add_argument('--power', type=float, default=OFFICIAL['power'], help='poly power (default 0.9)')
-    optim.add_argument('--momentum', type=float, default=OFFICIAL['momentum'], help='SGD momentum (default 0.9)')
-    optim.add_argument('--wd', type=float, default=OFFICIAL['wd'],
+    optim.add_argument('--lr', type=positive_float, default=OFFICIAL['lr'], help='base learning rate (default 0.007)')
+    optim.add_argument('--power', type=positive_float, default=OFFICIAL['power'], help='poly power (default 0.9)')
+    optim.add_argument('--momentum', type=fraction, default=OFFICIAL['momentum'], help='SGD momentum (default 0.9)')
+    optim.add_argument('--wd', type=nonnegative_float, default=OFFICIAL['wd'],
                        help='weight decay on convolution weights; none on BN, biases, depthwise (default 4e-5)')
-    optim.add_argument('--batch-size', type=int, default=OFFICIAL['batch_size'],
+    optim.add_argument('--batch-size', type=positive_int, default=OFFICIAL['batch_size'],
                        help='images per iteration over all devices (per worker with dist_sync) (default 16)')
-    optim.add_argument('--iterations', type=int, default=OFFICIAL['iterations'], help='default 30000')
+    optim.add_argument('--iterations', type=positive_int, default=OFFICIAL['iterations'], help='default 30000')
     optim.add_argument('--amp', action='store_true', help="mixed precision on GPUs (MXNet's AMP, float16)")
     run = parser.add_argument_group('run')
     run.add_argument('--run-dir', required=True, metavar='DIR',
@@ -70,12 +73,16 @@ def build_parser(description, multi_gpu):
         run.add_argument('--gpus', default=None, help='one device: a GPU number, or cpu (default: GPU 0 if any)')
     run.add_argument('--kvstore', default='device', choices=('device', 'local', 'dist_sync', 'dist_device_sync'),
                      help='gradient aggregation; dist_sync across machines (see README) (default device)')
-    run.add_argument('--seed', type=int, default=0, help='data order, augmentation and dropout (default 0)')
-    run.add_argument('--checkpoint-every', type=int, default=500, metavar='N', help='iterations (default 500)')
-    run.add_argument('--val-every', type=int, metavar='N', help='validate every N iterations (default: every epoch)')
+    run.add_argument('--seed', type=nonnegative_int, default=0,
+                     help='data order, augmentation and dropout (default 0)')
+    run.add_argument('--checkpoint-every', type=positive_int, default=500, metavar='N',
+                     help='iterations (default 500)')
+    run.add_argument('--val-every', type=positive_int, metavar='N',
+                     help='validate every N iterations (default: every epoch)')
     run.add_argument('--val-os', type=int, choices=(8, 16), help='output stride of validation (default: training)')
-    run.add_argument('--val-limit', type=int, metavar='N', help='validate on the first N images only')
-    run.add_argument('--log-every', type=int, default=10, metavar='N', help='metrics.jsonl every N iterations')
+    run.add_argument('--val-limit', type=positive_int, metavar='N', help='validate on the first N images only')
+    run.add_argument('--log-every', type=positive_int, default=10, metavar='N',
+                     help='metrics.jsonl every N iterations')
     run.add_argument('--quiet', action='store_true', help='no progress bars')
     return parser
 

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 
-from ..fileio import atomic_path, write_json
+from ..fileio import atomic_path, named_write_errors, write_json
 
 KEEP_CHECKPOINTS = 2
 
@@ -58,13 +58,18 @@ class RunDirectory:
         final = os.path.join(self.checkpoints, name)
         partial = os.path.join(self.checkpoints, '.%s.partial' % name)
         shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        net.save_parameters(os.path.join(partial, 'net.params'))
-        trainer.save_states(os.path.join(partial, 'trainer.states'))
-        write_json(os.path.join(partial, 'state.json'), state)
-        for file in os.listdir(partial):
-            with open(os.path.join(partial, file), 'rb') as stream:
-                os.fsync(stream.fileno())
+        try:
+            with named_write_errors(final):  # a full disk: an OSError naming the checkpoint
+                os.makedirs(partial)
+                net.save_parameters(os.path.join(partial, 'net.params'))
+                trainer.save_states(os.path.join(partial, 'trainer.states'))
+                write_json(os.path.join(partial, 'state.json'), state)
+                for file in os.listdir(partial):
+                    with open(os.path.join(partial, file), 'rb') as stream:
+                        os.fsync(stream.fileno())
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)  # the last complete checkpoint stays as it was
+            raise
         if os.path.exists(final):  # the same iteration saved by an earlier, interrupted run
             shutil.rmtree(final)
         os.rename(partial, final)

@@ -1,0 +1,77 @@
+"""The conversion as a library function: `convert(source, output)` -> the metadata it wrote.
+
+    from converters.convert import convert
+    metadata = convert('deeplabv3_pascal_train_aug_2018_01_04.tar.gz', 'voc.params')
+
+`converters/extract_weights.py` is the command line over it, and `mylib.zoo` calls it to convert the
+official releases it downloads. TensorFlow is imported only when a TF checkpoint is read (stage 1).
+"""
+import os
+import tempfile
+
+from converters.to_gluon import CONVERTER_VERSION, convert_h5
+from mylib.weights import metadata_path
+
+__all__ = ['CONVERTER_VERSION', 'convert', 'default_output', 'describe', 'is_h5']
+
+
+def default_output(source):
+    """`<name>.params` in the current folder, named after the archive, folder or checkpoint."""
+    path = os.path.normpath(os.path.abspath(source))
+    name = os.path.basename(path)
+    for extension in ('.tar.gz', '.tgz', '.tar', '.h5', '.index'):
+        if name.endswith(extension):
+            name = name[:-len(extension)]
+            break
+    if name.startswith('model.ckpt'):  # official layout: <release>/model.ckpt
+        name = os.path.basename(os.path.dirname(path))
+    return name + '.params'
+
+
+def is_h5(path):
+    """True for an HDF5 file (by its signature), such as the ones --save-h5 writes."""
+    try:
+        with open(path, 'rb') as stream:
+            return stream.read(8) == b'\x89HDF\r\n\x1a\n'
+    except OSError:
+        return False
+
+
+def describe(metadata):
+    """'DeepLab v3+ (Xception-65), 21 classes': what converted parameters hold, for messages."""
+    if metadata['kind'] != 'deeplabv3plus':
+        return 'Xception-65 ImageNet classifier, %d classes' % metadata['num_classes']
+    return 'DeepLab v3%s (Xception-65), %d classes' % ('+' if metadata['decoder'] else '', metadata['num_classes'])
+
+
+def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log=print):
+    """Convert `source` (checkpoint prefix, folder, .tar.gz release archive, or stage-1 .h5) into Gluon
+    parameters at `output` (default `default_output(source)`), with their JSON beside them.
+
+    save_h5: also keep stage 1's TF-named arrays there; h5_only: stop after stage 1 (returns None).
+    log: where the progress messages go. Returns the metadata written to the JSON.
+    Raises ConversionError naming the file or tensor at fault; nothing is left at `output` then.
+    """
+    with tempfile.TemporaryDirectory(prefix='extract_weights.') as workdir:
+        if is_h5(source):
+            h5_path = source
+        else:
+            from converters.read_tf import read_checkpoint  # stage 1: the only place that needs TensorFlow
+            h5_path = save_h5 or os.path.join(workdir, 'arrays.h5')
+            summary = read_checkpoint(source, h5_path, os.path.join(workdir, 'archive'), progress=progress)
+            log('read %s: %d tensors, %d model tensors kept, skipped %s'
+                % (source, summary['read'], summary['kept'],
+                   ', '.join('%d %s(s)' % (count, reason) for reason, count in summary['skipped'].items())
+                   or 'none'))
+            if save_h5:
+                log('wrote %s (TF-named arrays)' % save_h5)
+        if h5_only:
+            return None
+        output = output or default_output(source)
+        metadata = convert_h5(h5_path, output, progress=progress)
+    log('converted %s: %s' % (metadata['kind'], describe(metadata)))
+    log('wrote %s: %d parameters, %s values (every tensor mapped once, %d skipped by rule); details in %s'
+        % (output, metadata['parameters'], format(metadata['values'], ','),
+           sum(metadata['tensors']['skipped'].values()), metadata_path(output)))
+    log("load it with: net = mylib.%s; net.load_parameters(%r)" % (metadata['load_with'], output))
+    return metadata

@@ -1,0 +1,108 @@
+"""Helpers of the tests: paths of the shared reference, scripts run as a user runs them, generated
+checkpoints and datasets, inputs and random networks.
+
+Test modules import from here (pytest puts tests/ on sys.path: rootdir-relative imports, no package).
+mxnet, TensorFlow and PIL are imported inside the functions: conftest.py sets the environment they read
+before anything imports mxnet, and TensorFlow only ever runs in subprocesses.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get('DEEPLAB_REFERENCE', REPO.parent / 'shared' / 'reference'))
+PHOTOS = ('grace_hopper', 'astronaut', 'chelsea', 'coffee')
+CROP = 513
+
+
+def run_script(*args, cwd=None, env=None, check=True):
+    """Run a Python script of the repository as a user would; return the CompletedProcess.
+
+    A script path relative to the repository (`converters/extract_weights.py`) works from any `cwd`.
+    """
+    args = [str(REPO / arg) if (REPO / str(arg)).is_file() else str(arg) for arg in args]
+    result = subprocess.run([sys.executable, *args], cwd=cwd or REPO, env=env,
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError('%s failed (%d):\n%s\n%s' % (args, result.returncode, result.stdout, result.stderr))
+    return result
+
+
+def write_tf_checkpoint(prefix, arrays):
+    """Write a TF checkpoint holding `arrays` ({name: numpy array}) at `prefix`, in a subprocess."""
+    npz = str(prefix) + '.arrays.npz'
+    np.savez(npz, **{name.replace('/', '|'): value for name, value in arrays.items()})
+    code = ('import sys, numpy as np, tensorflow as tf\n'
+            'a = np.load(sys.argv[1]); names = sorted(a.files)\n'
+            'tf.raw_ops.SaveV2(prefix=sys.argv[2], tensor_names=[n.replace("|", "/") for n in names],\n'
+            '    shape_and_slices=[""] * len(names), tensors=[tf.constant(a[n]) for n in names])\n')
+    subprocess.run([sys.executable, '-c', code, npz, str(prefix)], check=True, capture_output=True)
+    os.remove(npz)
+    return str(prefix)
+
+
+def write_segmentation_folder(root, items, split, image_format='png'):
+    """A VOC-layout dataset: root/JPEGImages/<name>.<format>, root/SegmentationClass/<name>.png (palette PNG,
+    VOC colours), root/ImageSets/Segmentation/<split>.txt. items: {name: (H x W x 3 uint8, H x W uint8)}."""
+    from PIL import Image
+
+    from mylib.data import palette
+    root = Path(root)
+    for folder in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for name, (image, label) in items.items():
+        Image.fromarray(image).save(root / 'JPEGImages' / ('%s.%s' % (name, image_format)))
+        indexed = Image.fromarray(np.asarray(label, np.uint8), mode='P')
+        indexed.putpalette(palette(21).ravel().tolist())
+        indexed.save(root / 'SegmentationClass' / ('%s.png' % name))
+    with open(root / 'ImageSets' / 'Segmentation' / ('%s.txt' % split), 'a') as stream:
+        stream.writelines(name + '\n' for name in items)
+    return root
+
+
+def reference_manifest():
+    """[{name, shape, dtype}] of every tensor of the official-named reference checkpoint."""
+    with open(REFERENCE / 'manifest_voc21.json') as stream:
+        return json.load(stream)
+
+
+def official_outputs(photo):
+    """The official TF outputs for one photo (input_uint8, merged_logits NHWC, labels)."""
+    return dict(np.load(REFERENCE / 'os16' / ('%s.npz' % photo)))
+
+
+def padded_input(image, value=127.5):
+    """H x W x 3 uint8 -> 1 x 3 x 513 x 513 float32 NDArray, padded at bottom/right with `value`."""
+    import mxnet as mx
+    canvas = np.full((CROP, CROP, 3), value, np.float32)
+    canvas[:image.shape[0], :image.shape[1]] = image
+    return mx.nd.array(canvas.transpose(2, 0, 1)[None])
+
+
+def random_image(height, width, batch=1, seed=0):
+    """batch x 3 x height x width float32 NDArray of uniform pixel values in [0, 255]."""
+    import mxnet as mx
+    rng = np.random.default_rng(seed)
+    return mx.nd.array(rng.uniform(0, 255, (batch, 3, height, width)).astype(np.float32))
+
+
+def initialized(net, seed=0):
+    """`net` with random weights and batch-norm statistics that keep activations of order 1."""
+    import mxnet as mx
+    mx.random.seed(seed)
+    weights = mx.init.MSRAPrelu(factor_type='in', slope=0)  # over the layers' own (official, small) initializers
+    for name, param in net._collect_params_with_prefix().items():
+        param.initialize(init=weights if name.endswith('weight') else None)
+    rng = np.random.default_rng(seed)
+    for name, param in net._collect_params_with_prefix().items():
+        leaf = name.rsplit('.', 1)[-1]
+        draw = {'gamma': lambda s: rng.uniform(0.5, 1.5, s), 'beta': lambda s: rng.normal(0, 0.2, s),
+                'running_mean': lambda s: rng.normal(0, 0.2, s), 'running_var': lambda s: rng.uniform(0.5, 2, s),
+                'bias': lambda s: rng.normal(0, 0.1, s)}.get(leaf)
+        if draw:
+            param.set_data(mx.nd.array(draw(param.shape)))
+    return net

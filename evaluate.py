@@ -16,7 +16,7 @@ if __package__ in (None, ''):
 
 from mylib import cli  # noqa: E402
 from mylib.cli import positive_int, scales_type, size_type  # noqa: E402
-from mylib.data.specs import DATASETS  # noqa: E402
+from mylib.data.specs import DATASETS, SINGLE_SCALE  # noqa: E402
 from mylib.errors import OptionError  # noqa: E402
 
 PROG = 'evaluate.py'
@@ -32,7 +32,7 @@ def build_parser():
     model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16), default=16,
                        help='output stride (default 16; the ASPP rates follow: 6/12/18 or 12/24/36)')
     protocol = parser.add_argument_group('protocol')
-    protocol.add_argument('--scales', type=scales_type, default=(1.0,),
+    protocol.add_argument('--scales', type=scales_type, default=SINGLE_SCALE,
                           help='comma-separated input scales (default 1.0; official multi-scale: 0.5,...,1.75)')
     protocol.add_argument('--flip', action='store_true', help='add left-right flipped inputs')
     protocol.add_argument('--crop-size', type=size_type,
@@ -57,13 +57,8 @@ def build_parser():
 
 def default_output(args, weights):
     name = os.path.splitext(os.path.basename(weights))[0]
-    suffix = ('_ms' if args.scales != (1.0,) else '') + ('_flip' if args.flip else '')
+    suffix = ('_ms' if args.scales != SINGLE_SCALE else '') + ('_flip' if args.flip else '')
     return 'eval_%s_%s_%s_os%d%s.json' % (name, args.dataset, args.split, args.output_stride, suffix)
-
-
-def number_or_none(value):
-    """`value`, or None for NaN (JSON has no NaN)."""
-    return None if value != value else value
 
 
 @cli.command(PROG)
@@ -79,7 +74,8 @@ def main(argv=None):
     from mylib.evaluation import evaluate, iou_table
     from mylib.fileio import write_json
     from mylib.inference import cap_onednn_isa
-    from mylib.weights import load_deeplab, read_metadata
+    from mylib.metrics import number_or_none
+    from mylib.weights import load_deeplab, recorded_dataset
     cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
     ctxs = parse_devices(args.gpus)
     args.batch_size = args.batch_size or len(ctxs)
@@ -93,7 +89,7 @@ def main(argv=None):
                            % (args.dataset, dataset.num_classes, weights, net.num_classes))
     spec = spec_for(args.dataset, dataset.num_classes)
     # your own data names its classes as the weights' dataset does (recorded beside them, else by class count)
-    names = (spec_for(read_metadata(weights).get('dataset'), net.num_classes) if args.dataset == 'folder'
+    names = (spec_for(recorded_dataset(weights, net.num_classes), net.num_classes) if args.dataset == 'folder'
              else spec).class_names
     crop_size = args.crop_size or spec.eval_crop
     settings = {'weights': os.path.abspath(weights), 'model': args.model, 'output_stride': args.output_stride,

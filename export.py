@@ -95,9 +95,9 @@ def export(args):
     """Load the weights, export and check; prints what was written. WeightsError, ExportError."""
     from mylib.data import spec_for
     from mylib.export import export_onnx, export_symbol
-    from mylib.weights import load_deeplab, read_metadata
+    from mylib.weights import load_deeplab, recorded_dataset
     net = load_deeplab(args.weights, args.output_stride)
-    args.size = args.size or spec_for(read_metadata(args.weights).get('dataset'), net.num_classes).eval_crop
+    args.size = args.size or spec_for(recorded_dataset(args.weights, net.num_classes), net.num_classes).eval_crop
     args.output = output_prefix(args)
     print('loaded %s: DeepLabV3Plus(num_classes=%d%s), output stride %d'
           % (args.weights, net.num_classes, '' if net.decoder is not None else ', decoder=False',

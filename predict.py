@@ -8,9 +8,11 @@
 Each image is read upright (EXIF), as RGB (grayscale, palette, RGBA, 16-bit and CMYK are converted).
 As the official demo does, a photo larger than the crop is shrunk so that its long side is 513, and
 the labels are resized back; results are at the photo's original size. For IMAGE, <out>/IMAGE.png
-holds the labels (palette PNG: VOC, Cityscapes or ADE20K colours by class count) and, with
---overlay, <out>/IMAGE_overlay.jpg the blend. An unreadable file is reported and the others are
-still processed; the exit status is 1 if any image failed.
+holds the labels (palette PNG in the colours of the weights' dataset: as recorded beside the weights by
+the zoo or training, else the dataset with their number of classes; --dataset chooses) and, with
+--overlay, <out>/IMAGE_overlay.jpg the blend; photos whose names differ only by extension get distinct
+masks (a_jpg.png, a_png.png). An unreadable file is reported and the others are still processed; the
+exit status is 1 if any image failed.
 """
 import os
 import sys
@@ -113,7 +115,7 @@ def main(argv=None):
     from mylib.errors import ImageError, OptionError
     from mylib.images import label_image, overlay, read_rgb, save_image
     from mylib.inference import LogitsRunner, cap_onednn_isa
-    from mylib.weights import load_deeplab, read_metadata
+    from mylib.weights import load_deeplab, recorded_dataset
     cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise OptionError('--out %s is a file; give a folder for the masks' % args.out)
@@ -125,7 +127,7 @@ def main(argv=None):
         raise ImageError('no images to segment')
     weights = args.weights or zoo.get_params_file(args.model or zoo.DEFAULT_MODEL)
     net = load_deeplab(weights, args.output_stride, ctx=ctx)
-    spec = spec_for(args.dataset or read_metadata(weights).get('dataset'), net.num_classes)
+    spec = spec_for(args.dataset or recorded_dataset(weights, net.num_classes), net.num_classes)
     colours = spec.palette()
     runner = LogitsRunner(net)
     os.makedirs(args.out, exist_ok=True)

@@ -10,7 +10,7 @@ import os
 import tempfile
 
 from converters.to_gluon import CONVERTER_VERSION, convert_h5
-from mylib.weights import metadata_path
+from mylib.weights import metadata_path, momentum_path
 
 __all__ = ['CONVERTER_VERSION', 'convert', 'default_output', 'describe', 'is_h5']
 
@@ -44,11 +44,13 @@ def describe(metadata):
     return 'DeepLab v3%s (Xception-65), %d classes' % ('+' if metadata['decoder'] else '', metadata['num_classes'])
 
 
-def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log=print):
+def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log=print, optimizer_state=False):
     """Convert `source` (checkpoint prefix, folder, .tar.gz release archive, or stage-1 .h5) into Gluon
     parameters at `output` (default `default_output(source)`), with their JSON beside them.
 
     save_h5: also keep stage 1's TF-named arrays there; h5_only: stop after stage 1 (returns None).
+    optimizer_state: also keep the checkpoint's `/Momentum` slots, written beside the parameters
+    (`a.momentum` beside `a.params`) for `train.py --init` to start its optimizer from them.
     log: where the progress messages go. Returns the metadata written to the JSON.
     Raises ConversionError naming the file or tensor at fault; nothing is left at `output` then.
     """
@@ -58,7 +60,8 @@ def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log
         else:
             from converters.read_tf import read_checkpoint  # stage 1: the only place that needs TensorFlow
             h5_path = save_h5 or os.path.join(workdir, 'arrays.h5')
-            summary = read_checkpoint(source, h5_path, os.path.join(workdir, 'archive'), progress=progress)
+            summary = read_checkpoint(source, h5_path, os.path.join(workdir, 'archive'), progress=progress,
+                                      keep_momentum=optimizer_state)
             log('read %s: %d tensors, %d model tensors kept, skipped %s'
                 % (source, summary['read'], summary['kept'],
                    ', '.join('%d %s(s)' % (count, reason) for reason, count in summary['skipped'].items())
@@ -68,10 +71,14 @@ def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log
         if h5_only:
             return None
         output = output or default_output(source)
-        metadata = convert_h5(h5_path, output, progress=progress)
+        metadata = convert_h5(h5_path, output, progress=progress, optimizer_state=optimizer_state)
     log('converted %s: %s' % (metadata['kind'], describe(metadata)))
     log('wrote %s: %d parameters, %s values (every tensor mapped once, %d skipped by rule); details in %s'
         % (output, metadata['parameters'], format(metadata['values'], ','),
            sum(metadata['tensors']['skipped'].values()), metadata_path(output)))
+    if 'optimizer_state' in metadata:
+        log('wrote %s: the %d %s slots of the checkpoint (train.py --init %s starts its optimizer from them)'
+            % (momentum_path(output), metadata['optimizer_state']['tensors'], metadata['optimizer_state']['slot'],
+               output))
     log("load it with: net = mylib.%s; net.load_parameters(%r)" % (metadata['load_with'], output))
     return metadata

@@ -57,6 +57,10 @@ def build_parser():
                         help='also keep the TF-named arrays of stage 1 in FILE.h5 (converts later without TF)')
     parser.add_argument('--h5-only', action='store_true',
                         help='stop after stage 1 (needs --save-h5)')
+    parser.add_argument('--optimizer-state', action='store_true',
+                        help="also keep the checkpoint's optimizer state (its tf.train.MomentumOptimizer slots), "
+                             'written as FILE.momentum beside FILE.params: train.py --init FILE.params starts '
+                             'from it, as the official fine-tuning does')
     parser.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     return parser
 
@@ -81,6 +85,8 @@ def main(argv=None):
         return 0
     if args.h5_only and not args.save_h5:
         raise OptionError('--h5-only needs --save-h5 FILE.h5')
+    if args.model and args.optimizer_state:
+        raise OptionError('--optimizer-state takes a CKPT: the zoo caches the weights only')
     if args.model and args.save_h5:
         raise OptionError('--save-h5 and --h5-only take a CKPT, not --model')
     default_name = args.model + '.params' if args.model else default_output(args.checkpoint)
@@ -91,7 +97,8 @@ def main(argv=None):
     if args.model:
         convert_release(args.model, args.output or default_name, progress)
     else:
-        convert(args.checkpoint, args.output, args.save_h5, args.h5_only, progress=progress)
+        convert(args.checkpoint, args.output, args.save_h5, args.h5_only, progress=progress,
+                optimizer_state=args.optimizer_state)
     return 0
 
 

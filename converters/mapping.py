@@ -121,6 +121,12 @@ OPTIMIZER_SLOTS = ('Momentum', 'RMSProp', 'RMSProp_1', 'Adam', 'Adam_1', 'Adagra
 TRAINING_STATE = ('global_step', 'beta1_power', 'beta2_power')
 
 
+# --optimizer-state keeps the official optimizer's slots (tf.train.MomentumOptimizer: `<variable>/Momentum`)
+# in the stage-1 .h5 under this group; they are still optimizer slots, never model tensors.
+MOMENTUM_SLOT = 'Momentum'
+SLOT_GROUP = 'optimizer_slots'
+
+
 def skip_reason(name):
     """'optimizer slot' or 'training state' for tensors a converter skips by rule, else None."""
     if name.rsplit('/', 1)[-1] in OPTIMIZER_SLOTS and '/' in name:

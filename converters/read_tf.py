@@ -14,7 +14,7 @@ import zlib
 
 from tqdm import tqdm
 
-from converters.mapping import skip_reason
+from converters.mapping import MOMENTUM_SLOT, SLOT_GROUP, skip_reason
 from mylib.errors import ConversionError
 from mylib.fileio import atomic_path, sha256_of
 
@@ -110,11 +110,13 @@ def _first_line(error):
     return message.strip().splitlines()[0] if message.strip() else type(error).__name__
 
 
-def read_checkpoint(source, h5_path, workdir, progress=True):
+def read_checkpoint(source, h5_path, workdir, progress=True, keep_momentum=False):
     """Read the checkpoint `source` (prefix, folder or archive) into `h5_path`; return a summary.
 
     The summary: {'source', 'source_files': [{'path', 'sha256'}], 'read', 'kept', 'skipped':
-    {reason: count}}. `h5_path` is written atomically; nothing is left there on error.
+    {reason: count}, 'momentum_slots': count}. With `keep_momentum` the `<variable>/Momentum` slots are
+    kept too, under `optimizer_slots/<variable>/Momentum` (they are still skipped as model tensors).
+    `h5_path` is written atomically; nothing is left there on error.
     """
     prefix, files = resolve_checkpoint(source, workdir)
     hashed = [source] if is_archive(source) else files
@@ -127,13 +129,16 @@ def read_checkpoint(source, h5_path, workdir, progress=True):
         raise ConversionError('%s: cannot read the checkpoint index %s.index: %s'
                               % (source, os.path.basename(prefix), _first_line(error))) from None
     names = sorted(shapes)
-    skipped = {}
+    skipped, slots = {}, 0
     import h5py
     with atomic_path(h5_path) as temporary, h5py.File(temporary, 'w') as out:
         for name in tqdm(names, desc='reading TF checkpoint', unit='tensor', disable=not progress):
             reason = skip_reason(name)
             if reason:
                 skipped.setdefault(reason, []).append(name)
+                if keep_momentum and name.endswith('/' + MOMENTUM_SLOT):
+                    out.create_dataset('%s/%s' % (SLOT_GROUP, name), data=reader.get_tensor(name))
+                    slots += 1
                 continue
             try:
                 array = reader.get_tensor(name)
@@ -151,4 +156,4 @@ def read_checkpoint(source, h5_path, workdir, progress=True):
         out.attrs['skipped'] = json.dumps(skipped)
     return {'source': os.path.abspath(source), 'source_files': source_files, 'read': len(names),
             'kept': len(names) - sum(map(len, skipped.values())),
-            'skipped': {reason: len(group) for reason, group in skipped.items()}}
+            'skipped': {reason: len(group) for reason, group in skipped.items()}, 'momentum_slots': slots}

@@ -10,10 +10,10 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from converters.mapping import detect_architecture, skip_reason, table_for, to_gluon_layout
+from converters.mapping import MOMENTUM_SLOT, SLOT_GROUP, detect_architecture, skip_reason, table_for, to_gluon_layout
 from mylib.errors import ConversionError
 from mylib.fileio import atomic_path, write_json
-from mylib.weights import metadata_path
+from mylib.weights import metadata_path, momentum_path
 
 CONVERTER_VERSION = 1
 
@@ -67,11 +67,14 @@ def account(table, datasets):
     return skipped
 
 
-def convert_h5(h5_path, params_path, progress=True):
+def convert_h5(h5_path, params_path, progress=True, optimizer_state=False):
     """Convert a stage-1 .h5 into Gluon parameters at `params_path` (+ a JSON beside it).
 
-    Returns the metadata written to the JSON: kind, classes, source and its sha256, tensor counts.
-    Both files are written atomically; nothing is left on error.
+    optimizer_state: also write the checkpoint's `/Momentum` slots, mapped like their variables, to
+    `momentum_path(params_path)` (the official fine-tuning restores them with the weights; they are
+    the `deeplab_momentum` optimizer's accumulators). Needs a .h5 read with them.
+    Returns the metadata written to the JSON: kind, classes, source and its sha256, tensor counts (and
+    the optimizer state's file and counts). The files are written atomically; nothing is left on error.
     """
     import h5py
     import mxnet as mx
@@ -81,6 +84,8 @@ def convert_h5(h5_path, params_path, progress=True):
         raise ConversionError('%s: not a readable .h5 file (%s)' % (h5_path, error)) from None
     with h5:
         datasets = _list_arrays(h5)
+        slots = {name[len(SLOT_GROUP) + 1:]: datasets.pop(name) for name in list(datasets)
+                 if name.startswith(SLOT_GROUP + '/')}
         shapes = {name: dataset.shape for name, dataset in datasets.items() if not skip_reason(name)}
         architecture = detect_architecture(shapes)
         table = table_for(architecture)
@@ -102,10 +107,14 @@ def convert_h5(h5_path, params_path, progress=True):
             if not np.issubdtype(array.dtype, np.floating):
                 raise ConversionError('tensor %s has dtype %s, not floating point' % (tf_name, array.dtype))
             arrays[gluon_name] = mx.nd.array(array, dtype='float32')
+        momenta = map_momenta(slots, table, expected, h5_path) if optimizer_state else None
         attributes = dict(h5.attrs)
     with atomic_path(params_path) as temporary:
         mx.nd.save(temporary, arrays)
         model.load_parameters(temporary)  # proves the file loads as it is, strictly
+    if momenta is not None:
+        with atomic_path(momentum_path(params_path)) as temporary:
+            mx.nd.save(temporary, momenta)
     metadata = {
         'kind': architecture.kind,
         'num_classes': architecture.num_classes,
@@ -121,8 +130,36 @@ def convert_h5(h5_path, params_path, progress=True):
         'values': int(sum(array.size for array in arrays.values())),
         'converter_version': CONVERTER_VERSION,
     }
+    if momenta is not None:
+        metadata['optimizer_state'] = {
+            'file': os.path.basename(momentum_path(params_path)), 'slot': MOMENTUM_SLOT, 'tensors': len(momenta),
+            'doc': "the checkpoint's tf.train.MomentumOptimizer accumulators, by Gluon name; train.py --init "
+                   'starts the deeplab_momentum optimizer from them'}
     write_json(metadata_path(params_path), metadata)
     return metadata
+
+
+def map_momenta(slots, table, expected, h5_path):
+    """{Gluon name: NDArray} of the `<variable>/Momentum` slots, mapped as their variables; every slot is
+    used, every one names a variable of the table; ConversionError otherwise (or if there are none)."""
+    import mxnet as mx
+    if not slots:
+        raise ConversionError('%s holds no %s slots: read the checkpoint with --optimizer-state (and the checkpoint '
+                              'must have them: release checkpoints do)' % (h5_path, MOMENTUM_SLOT))
+    by_variable = {name[:-len('/' + MOMENTUM_SLOT)]: dataset for name, dataset in slots.items()}
+    unknown = set(by_variable) - set(table)
+    if unknown:
+        raise ConversionError('%d %s slot(s) of variables the model does not have: %s'
+                              % (len(unknown), MOMENTUM_SLOT, _name_list(unknown)))
+    momenta = {}
+    for tf_name, dataset in by_variable.items():
+        gluon_name, layout = table[tf_name]
+        array = to_gluon_layout(np.asarray(dataset[()]), layout)
+        if array.shape != expected[gluon_name]:
+            raise ConversionError('slot %s/%s has shape %s; %s needs %s' % (
+                tf_name, MOMENTUM_SLOT, tuple(dataset.shape), gluon_name, expected[gluon_name]))
+        momenta[gluon_name] = mx.nd.array(array, dtype='float32')
+    return momenta
 
 
 def _tensor_counts(converted, skipped_here, skipped_in_reading):

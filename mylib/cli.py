@@ -7,7 +7,8 @@
 
 Every error a user can cause ends as one line on stderr, `prog: error: message`: option errors with
 exit status 2 (as argparse's own), everything else (`DeepLabError`, and `OSError` such as a full disk,
-a permission or a failed download) with 1. A stop request (Ctrl-C) ends with status 130. Nothing of
+a permission or a failed download) with 1. A stop request (Ctrl-C) ends with status 130 (a training run
+first saves a checkpoint and says how to resume: `StopRequested`). Nothing of
 that kind shows a traceback; a traceback means a bug in this project.
 """
 import argparse
@@ -15,7 +16,7 @@ import functools
 import math
 import sys
 
-from .errors import DeepLabError, OptionError, describe_os_error, one_line
+from .errors import DeepLabError, OptionError, StopRequested, describe_os_error, one_line
 
 OPTION_ERROR_STATUS = 2  # argparse's
 ERROR_STATUS = 1
@@ -51,6 +52,9 @@ def command(prog):
             except OptionError as error:
                 report(prog, '%s (see --help)' % error)
                 return OPTION_ERROR_STATUS
+            except StopRequested as stop:  # not an error: the user asked
+                print('%s: %s' % (prog, one_line(stop)), file=sys.stderr)
+                return stop.status
             except DeepLabError as error:
                 report(prog, error)
                 return ERROR_STATUS

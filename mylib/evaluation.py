@@ -10,7 +10,7 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from .data.specs import DEFAULT_CROP
+from .data.specs import DEFAULT_CROP, IGNORE_LABEL
 from .errors import DatasetError
 from .inference import LogitsRunner, average_probabilities, pad_to_crop
 from .metrics import ConfusionMatrix
@@ -48,7 +48,8 @@ def evaluate(net, dataset, ctxs=None, scales=(1.0,), flip=False, crop_size=DEFAU
     if count == 0:
         raise DatasetError('no images to evaluate in %r' % (dataset,))
     runner = LogitsRunner(net, fuse=fuse)  # built anew for the current weights
-    matrix = ConfusionMatrix(num_classes)
+    spec = getattr(dataset, 'spec', None)
+    matrix = ConfusionMatrix(num_classes, spec.ignore_label if spec else IGNORE_LABEL)
     start = time.perf_counter()
     bar = tqdm(total=count, desc='evaluating', unit='image', disable=not progress, dynamic_ncols=True)
     for first in range(0, count, batch_size):

@@ -15,16 +15,17 @@ MXNET_WRITE_FAILURE = 'FileStream.Write incomplete'  # dmlc-core's message for a
 
 
 @contextmanager
-def named_write_errors(path):
+def named_write_errors(path, temporary=None):
     """Make the write errors of the block OSErrors that name `path`.
 
     MXNet reports a short write (a full disk) as an MXNetError without the file's name; Python's own
-    writes raise OSErrors that name a temporary file or nothing. Both become OSError(errno, reason, path).
+    writes raise OSErrors that name the `temporary` file being written, or nothing. Both become
+    OSError(errno, reason, path); OSErrors about other files pass unchanged.
     """
     try:
         yield
     except OSError as error:
-        if error.filename == os.fspath(path) or error.errno is None:
+        if error.errno is None or error.filename not in (None, temporary):
             raise
         raise OSError(error.errno, error.strerror, os.fspath(path)) from None
     except mx.base.MXNetError as error:
@@ -45,6 +46,8 @@ def atomic_path(path):
     A failed write (a full disk, by Python or by MXNet) is an OSError naming `path`.
     """
     path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isfile(path):  # a folder, a device such as /dev/stdout
+        raise OSError(errno.EEXIST, 'exists and is not a regular file: give the name of a file to write', path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp',
@@ -54,7 +57,7 @@ def atomic_path(path):
     os.umask(umask)
     os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the final file the usual mode
     try:
-        with named_write_errors(path):
+        with named_write_errors(path, temporary):
             yield temporary
             with open(temporary, 'rb+') as written:
                 os.fsync(written.fileno())

@@ -9,6 +9,11 @@ import numpy as np
 from .data.specs import IGNORE_LABEL
 
 
+def number_or_none(value):
+    """`value`, or None for NaN (JSON has no NaN): an mIoU over no labelled pixel, a class never seen."""
+    return None if value != value else value
+
+
 class ConfusionMatrix:
     """num_classes x num_classes pixel counts; rows are labels, columns predictions."""
 

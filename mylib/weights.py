@@ -4,7 +4,7 @@ import os
 
 import mxnet as mx
 
-from .errors import WeightsError
+from .errors import WeightsError, library_reason
 from .models import DeepLabV3Plus
 
 
@@ -12,6 +12,12 @@ def metadata_path(params_path):
     """The JSON written beside a `.params` file (by the converter, the zoo or training): `a.params` -> `a.json`."""
     root, extension = os.path.splitext(os.fspath(params_path))
     return (root if extension == '.params' else os.fspath(params_path)) + '.json'
+
+
+def momentum_path(params_path):
+    """The optimizer state written beside converted parameters by `--optimizer-state`: `a.params` -> `a.momentum`."""
+    root, extension = os.path.splitext(os.fspath(params_path))
+    return (root if extension == '.params' else os.fspath(params_path)) + '.momentum'
 
 
 def read_metadata(params_path):
@@ -29,9 +35,26 @@ def read_metadata(params_path):
     return metadata if isinstance(metadata, dict) else {}
 
 
+def recorded_dataset(params_path, num_classes, log=print):
+    """The dataset that the JSON beside `params_path` records for the weights ('voc', 'cityscapes',
+    'ade20k' or 'folder'), or None if it records none that fits `num_classes` (then `log` says why)."""
+    from .data.specs import DATASETS  # (the data package is not needed to load weights)
+    dataset = read_metadata(params_path).get('dataset')
+    if dataset is None:
+        return None
+    if dataset == 'folder' or (isinstance(dataset, str) and dataset in DATASETS
+                               and DATASETS[dataset].num_classes == num_classes):
+        return dataset
+    log('%s: its dataset %r does not fit its %d classes; ignored' % (metadata_path(params_path), dataset,
+                                                                   num_classes))
+    return None
+
+
 def read_params(path):
     """{Gluon name: NDArray} of an MXNet `.params` file; WeightsError if it is not one."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise WeightsError('%s is a folder, not a weights file (.params)' % path)
     if not os.path.isfile(path):
         raise WeightsError('%s: no such weights file' % path)
     try:
@@ -66,5 +89,5 @@ def load_deeplab(path, output_stride=16, ctx=None, atrous_rates=None):
     except (AssertionError, mx.base.MXNetError) as error:
         raise WeightsError('%s: does not fit DeepLabV3Plus(num_classes=%d%s): %s'
                            % (path, num_classes, '' if decoder else ', decoder=False',
-                              ' '.join(str(error).split())[:300])) from None
+                              library_reason(error, 300))) from None
     return net

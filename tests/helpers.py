@@ -32,6 +32,17 @@ def run_script(*args, cwd=None, env=None, check=True):
     return result
 
 
+def one_line_error(result, prog, *needles, status=1):
+    """Assert that `result` failed with `status` and one error line naming `needles`; return that line."""
+    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
+    assert 'Traceback' not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('%s: error: ' % prog)]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
 def write_tf_checkpoint(prefix, arrays):
     """Write a TF checkpoint holding `arrays` ({name: numpy array}) at `prefix`, in a subprocess."""
     npz = str(prefix) + '.arrays.npz'
@@ -106,3 +117,39 @@ def initialized(net, seed=0):
         if draw:
             param.set_data(mx.nd.array(draw(param.shape)))
     return net
+
+
+# --- training runs on tiny generated data ----------------------------------------------------------
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1')  # for processes that run side by side on 2 cores
+
+
+def synthetic_shapes(count, size, seed):
+    """{name: (image, label)}: the colour tells the class (red squares 1, blue discs 2, grey noise 0)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    items = {}
+    for index in range(count):
+        image = rng.normal(128, 20, (size, size, 3)).clip(0, 255).astype(np.uint8)
+        label = np.zeros((size, size), np.uint8)
+        for cls, colour in ((1, (220, 30, 30)), (2, (30, 30, 220))):
+            cy, cx = rng.integers(10, size - 10, 2)
+            radius = int(rng.integers(6, 12))
+            inside = ((np.abs(y - cy) <= radius) & (np.abs(x - cx) <= radius) if cls == 1
+                      else (y - cy) ** 2 + (x - cx) ** 2 <= radius ** 2)
+            image[inside], label[inside] = colour, cls
+        label[0] = 255  # a row of ignored pixels
+        items['img%02d' % index] = (image, label)
+    return items
+
+
+def train_args(data, run_dir, *extra, iterations=4, gpus='cpu'):
+    """train.py's options for the tiny dataset; gpus=None leaves --gpus to its default."""
+    device = ('--gpus', gpus) if gpus else ()
+    return ('--dataset', 'folder', '--data-root', data, '--num-classes', '3', '--crop-size', '65x65',
+            '--batch-size', '2', '--iterations', str(iterations), '--num-workers', '0', '--run-dir', run_dir,
+            '--quiet') + device + extra
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, 'metrics.jsonl')) as stream:
+        return [json.loads(line) for line in stream]

@@ -57,9 +57,17 @@ def test_unreachable_output_stride_is_refused(output_stride):
         DeepLabV3Plus(output_stride=output_stride, atrous_rates=(1, 2, 3))
 
 
-@pytest.mark.fast
-@pytest.mark.parametrize('output_stride', [8, 16])
-@pytest.mark.parametrize('size', [(65, 97), (64, 96), (33, 50)])
+def shape_case(output_stride, size, fast=False):
+    return pytest.param(output_stride, size, marks=[pytest.mark.fast] if fast else [],
+                        id='os%d-%dx%d' % (output_stride, *size))
+
+
+# the fast tier keeps one size per output stride: at 16 the official n * 16 + 1 form (odd), at 8 a size with
+# one side odd and one even, neither a multiple of 8
+@pytest.mark.parametrize('output_stride, size', [
+    shape_case(16, (65, 97), fast=True), shape_case(16, (64, 96)), shape_case(16, (33, 50)),
+    shape_case(8, (65, 97)), shape_case(8, (64, 96)), shape_case(8, (33, 50), fast=True),
+])
 def test_output_shapes_for_odd_and_even_sizes(output_stride, size):
     net = initialized(DeepLabV3Plus(num_classes=5, output_stride=output_stride))
     x = random_image(*size)

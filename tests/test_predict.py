@@ -1,7 +1,7 @@
 """predict.py on every kind of image a user has, and on a broken file."""
 import numpy as np
 import pytest
-from helpers import initialized, run_script
+from helpers import initialized, one_line_error, run_script
 from PIL import Image
 
 from mylib import DeepLabV3Plus
@@ -67,6 +67,11 @@ def predicted(photos, weights, tmp_path_factory):
     return out, result
 
 
+def reports(result):
+    """The lines predict.py wrote on stderr about the run: `predict.py: ...`."""
+    return [line for line in result.stderr.splitlines() if line.startswith('predict.py: ')]
+
+
 def labels_of(out, name):
     with Image.open(out / (name.rsplit('.', 1)[0] + '.png')) as image:
         assert image.mode == 'P'
@@ -77,8 +82,10 @@ def labels_of(out, name):
 def test_a_broken_file_is_reported_by_name_and_the_others_are_processed(predicted, photos):
     out, result = predicted
     _, files = photos
-    assert result.returncode == 1
-    assert 'broken.jpg' in result.stderr and '1 of 11 inputs failed' in result.stderr
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr
+    reported = reports(result)  # a line for the broken file (not an error of the run), then the summary
+    assert len(reported) == 2 and 'broken.jpg' in reported[0] and 'error:' not in reported[0], result.stderr
+    assert reported[1] == 'predict.py: 1 of 11 inputs failed', result.stderr
     progress = [line.split()[0] for line in result.stdout.splitlines() if ' -> ' in line]
     assert len(progress) == 10 and all(mark.endswith('/11]') for mark in progress)  # [i/N] per written image
     written = sorted(path.name for path in out.iterdir())
@@ -128,8 +135,10 @@ def test_missing_input_and_empty_folder(weights, tmp_path):
     (tmp_path / 'empty').mkdir()
     result = run_script(SCRIPT, tmp_path / 'nothing.jpg', tmp_path / 'empty', '--weights', weights, '--out',
                         tmp_path / 'out', check=False)
-    assert result.returncode == 1
-    assert 'nothing.jpg: no such file' in result.stderr and 'no images in this folder' in result.stderr
+    one_line_error(result, SCRIPT)  # nothing left to segment: status 1, `predict.py: error: ...`
+    problems = [line for line in reports(result) if not line.startswith('predict.py: error: ')]
+    assert len(problems) == 2, result.stderr  # each input's problem on its own line, before that error
+    assert 'nothing.jpg: no such file' in problems[0] and 'no images in this folder' in problems[1], problems
 
 
 def test_help():

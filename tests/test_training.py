@@ -10,9 +10,21 @@ import time
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import REPO, initialized, run_script, write_segmentation_folder
+from helpers import (
+    ONE_THREAD,
+    REFERENCE,
+    REPO,
+    initialized,
+    one_line_error,
+    read_metrics,
+    run_script,
+    synthetic_shapes,
+    train_args,
+    write_segmentation_folder,
+)
 from mxnet import autograd, gluon
 
+from converters.mapping import deeplab_layers, tensor_table
 from mylib import DeepLabV3Plus, Xception65
 from mylib.errors import WeightsError
 from mylib.models.init import TruncatedNormal
@@ -23,27 +35,6 @@ from mylib.training.sampler import EpochBatchSampler
 from mylib.training.schedule import poly_learning_rate
 from mylib.weights import load_deeplab
 
-ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1')  # for processes that run side by side on 2 cores
-
-
-def synthetic_shapes(count, size, seed):
-    """{name: (image, label)}: the colour tells the class (red squares 1, blue discs 2, grey noise 0)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size]
-    items = {}
-    for index in range(count):
-        image = rng.normal(128, 20, (size, size, 3)).clip(0, 255).astype(np.uint8)
-        label = np.zeros((size, size), np.uint8)
-        for cls, colour in ((1, (220, 30, 30)), (2, (30, 30, 220))):
-            cy, cx = rng.integers(10, size - 10, 2)
-            radius = int(rng.integers(6, 12))
-            inside = ((np.abs(y - cy) <= radius) & (np.abs(x - cx) <= radius) if cls == 1
-                      else (y - cy) ** 2 + (x - cx) ** 2 <= radius ** 2)
-            image[inside], label[inside] = colour, cls
-        label[0] = 255  # a row of ignored pixels
-        items['img%02d' % index] = (image, label)
-    return items
-
 
 @pytest.fixture(scope='module')
 def shapes(tmp_path_factory):
@@ -51,19 +42,6 @@ def shapes(tmp_path_factory):
     write_segmentation_folder(root, synthetic_shapes(8, 64, seed=0), 'train')
     write_segmentation_folder(root, synthetic_shapes(4, 64, seed=1), 'val')
     return root
-
-
-def train_args(data, run_dir, *extra, iterations=4, gpus='cpu'):
-    """train.py's options for the tiny dataset; gpus=None leaves --gpus to its default."""
-    device = ('--gpus', gpus) if gpus else ()
-    return ('--dataset', 'folder', '--data-root', data, '--num-classes', '3', '--crop-size', '65x65',
-            '--batch-size', '2', '--iterations', str(iterations), '--num-workers', '0', '--run-dir', run_dir,
-            '--quiet') + device + extra
-
-
-def read_metrics(run_dir):
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as stream:
-        return [json.loads(line) for line in stream]
 
 
 def read_params(path):
@@ -116,24 +94,18 @@ def test_sampler_is_deterministic_shards_without_overlap_and_resumes_mid_epoch()
 
 @pytest.mark.fast
 def test_weight_decay_only_on_convolution_weights():
-    """Set where the layers are built: official l2 on every convolution weight but the depthwise ones."""
-    net = DeepLabV3Plus(21)
-    params = net._collect_params_with_prefix()
-    decayed = {name for name, param in params.items() if param.wd_mult != 0}
-    assert 'backbone.conv1_1.conv.weight' in decayed and 'logits.weight' in decayed
-    assert 'backbone.entry_block1_unit1.separable_conv1.pointwise.conv.weight' in decayed
-    assert 'aspp.aspp1.depthwise.conv.weight' not in decayed  # official: depthwise not regularized
-    assert not any(name.endswith(('.gamma', '.beta', '.running_mean', '.running_var', '.bias')) for name in decayed)
-    convolutions = [block for block in blocks_of(net) if isinstance(block, gluon.nn.Conv2D)]
-    assert len(decayed) == sum(conv._kwargs['num_group'] == 1 for conv in convolutions)
+    """The decayed parameters are exactly the official graph's l2-regularized variables (79; not the depthwise
+    weights, batch norm or biases), as the reference training run lists them."""
+    with open(REFERENCE / 'train' / 'result.json') as stream:
+        regularization = json.load(stream)['graph_facts']['regularization']
+    table = tensor_table(deeplab_layers())  # official name -> (Gluon name, layout)
+    official = {table[name][0] for name in regularization['regularized_variables']}
+    assert len(official) == len(regularization['regularized_variables']) == regularization['terms']
+    params = DeepLabV3Plus(21)._collect_params_with_prefix()
+    decayed = {name for name, param in params.items() if param.wd_mult != 0 and param.grad_req != 'null'}
+    assert decayed == official
+    assert len(decayed) == 79
     assert all(params[name].wd_mult == 1 for name in decayed)
-
-
-def blocks_of(block):
-    """Every block under `block`, itself included."""
-    yield block
-    for child in block._children.values():
-        yield from blocks_of(child)
 
 
 def test_official_initializers():
@@ -150,14 +122,35 @@ def test_official_initializers():
     initialize_for_training(net, None, [mx.cpu()], seed=5)
     depthwise = params['aspp.aspp2.depthwise.conv.weight'].data().asnumpy()
     assert np.abs(depthwise).max() <= 0.66 and depthwise.std() == pytest.approx(0.33 * 0.88, rel=0.1)
-    again = DeepLabV3Plus(3)
-    initialize_for_training(again, None, [mx.cpu()], seed=5)
-    assert all(np.array_equal(param.data().asnumpy(), again._collect_params_with_prefix()[name].data().asnumpy())
-               for name, param in params.items())
+    first = {name: param.data().asnumpy() for name, param in params.items()}
+    assert differing(initial_values(5, [mx.cpu()]), first) == []  # the same seed: the same values
+    other = initial_values(6, [mx.cpu()])  # another seed: other values, for every randomly drawn weight
+    drawn = [name for name in first if name.endswith('weight')]
+    assert len(drawn) > 100 and set(differing(other, first)) == set(drawn)  # (biases, batch norm: constants)
+    both = initial_values(5, [mx.cpu(0), mx.cpu(1)])  # as train_multi_gpu.py on two devices
+    assert differing({name: values[0] for name, values in both.items()}, first) == []
+    assert differing({name: values[1] for name, values in both.items()}, first) == []
     values = mx.nd.zeros((200, 50))
     mx.random.seed(1)
     TruncatedNormal(0.5)._init_weight('w', values)
     assert np.abs(values.asnumpy()).max() <= 1.0 and values.asnumpy().std() == pytest.approx(0.44, abs=0.02)
+
+
+def initial_values(seed, ctxs):
+    """DeepLabV3Plus(3) initialised for training on `ctxs` with `seed`: {name: numpy value}, or with several
+    contexts {name: [value on each context]}."""
+    net = DeepLabV3Plus(3)
+    initialize_for_training(net, None, ctxs, seed=seed)
+    params = net._collect_params_with_prefix()
+    if len(ctxs) > 1:
+        return {name: [param.data(ctx).asnumpy() for ctx in ctxs] for name, param in params.items()}
+    return {name: param.data().asnumpy() for name, param in params.items()}
+
+
+def differing(values, expected):
+    """The names whose arrays differ between two {name: array} of the same names."""
+    assert set(values) == set(expected)
+    return sorted(name for name in expected if not np.array_equal(values[name], expected[name]))
 
 
 def test_initialization_from_the_imagenet_backbone(tmp_path):
@@ -342,10 +335,8 @@ def test_dist_sync_with_two_workers_on_loopback(shapes, tmp_path):
 
 # --- clear errors ----------------------------------------------------------------------------------------------
 def refused(result, *words):
-    assert result.returncode == 1, result.stdout + result.stderr
-    line = result.stderr.strip().splitlines()[-1]
-    for word in words:
-        assert word in line, line
+    """`result` (of train.py or train_multi_gpu.py) failed with status 1 and one error line naming `words`."""
+    return one_line_error(result, os.path.basename(result.args[1]), *words)
 
 
 def test_missing_dataset(tmp_path):
@@ -410,7 +401,7 @@ def test_device_options(shapes, tmp_path):
     amp = run_script('train.py', *train_args(shapes, tmp_path / 'a', '--amp'), check=False)
     refused(amp, '--amp', 'needs GPUs')
     several = run_script('train.py', *train_args(shapes, tmp_path / 'b', gpus='cpu:2'), check=False)
-    assert several.returncode == 2 and 'train_multi_gpu.py' in several.stderr
+    one_line_error(several, 'train.py', 'train_multi_gpu.py', status=2)
     uneven = run_script('train_multi_gpu.py', *train_args(shapes, tmp_path / 'c', '--batch-size', '3', '--freeze-bn',
                                                            gpus='cpu:2'), check=False)
     refused(uneven, '--batch-size 3', '2 devices')

@@ -56,8 +56,9 @@ class DatasetSpec:
 
     class_names: one per class id. palette: () -> 256 x 3 uint8 colours by label (255 = ignore).
     eval_crop / train_crop: (height, width) of the official evaluation and training crops.
-    scales: the official multi-scale evaluation scales. default_root, splits, how_to_get: where the data
-    is looked for, its splits, and what to tell a user who does not have it.
+    scales: the official multi-scale evaluation scales. train_split: the official training split.
+    default_root, splits, how_to_get: where the data is looked for, its splits, and what to tell a user
+    who does not have it.
     """
     name: str
     class_names: Tuple[str, ...]
@@ -65,6 +66,7 @@ class DatasetSpec:
     eval_crop: Tuple[int, int]
     train_crop: Tuple[int, int]
     scales: Tuple[float, ...]
+    train_split: str = 'train'
     default_root: str = None
     splits: Tuple[str, ...] = ()
     how_to_get: str = ''
@@ -78,13 +80,13 @@ class DatasetSpec:
 DATASETS = MappingProxyType({
     # 21 classes: data_generator.py _PASCAL_VOC_SEG_INFORMATION; crops 513x513: g3doc/pascal.md
     'voc': DatasetSpec(
-        'voc', VOC_CLASSES, voc_palette, DEFAULT_CROP, DEFAULT_CROP, VOC_SCALES,
+        'voc', VOC_CLASSES, voc_palette, DEFAULT_CROP, DEFAULT_CROP, VOC_SCALES, 'train_aug',
         os.path.expanduser('~/.mxnet/datasets/voc'), ('train', 'val', 'trainval', 'train_aug'),
         "Run gluoncv's scripts/datasets/pascal_voc.py (it puts VOC2012/ and the SBD as VOCaug/ under "
         "~/.mxnet/datasets/voc), or pass --data-root DIR where DIR holds VOC2012/ (and VOCaug/ for train_aug)."),
     # 19 classes: _CITYSCAPES_INFORMATION; eval crop 1025x2049, train crop 769x769: g3doc/cityscapes.md
     'cityscapes': DatasetSpec(
-        'cityscapes', CITYSCAPES_CLASSES, cityscapes_palette, (1025, 2049), (769, 769), CITYSCAPES_SCALES,
+        'cityscapes', CITYSCAPES_CLASSES, cityscapes_palette, (1025, 2049), (769, 769), CITYSCAPES_SCALES, 'train',
         os.path.expanduser('~/.mxnet/datasets/citys'), ('train', 'val'),
         'Download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from cityscapes-dataset.com (login '
         'needed) and unzip both into ~/.mxnet/datasets/citys, or pass --data-root DIR where DIR holds '
@@ -92,7 +94,7 @@ DATASETS = MappingProxyType({
     # 151 classes (150 + "other"): _ADE20K_INFORMATION; crops 513x513: g3doc/ade20k.md and model_zoo.md
     # (another page says 1601 for evaluation: the crop grows to fit larger images, --crop-size overrides)
     'ade20k': DatasetSpec(
-        'ade20k', ADE20K_CLASSES, ade20k_palette, DEFAULT_CROP, DEFAULT_CROP, VOC_SCALES,
+        'ade20k', ADE20K_CLASSES, ade20k_palette, DEFAULT_CROP, DEFAULT_CROP, VOC_SCALES, 'train',
         os.path.expanduser('~/.mxnet/datasets/ade'), ('train', 'val'),
         "Run gluoncv's scripts/datasets/ade20k.py (it unzips ADEChallengeData2016.zip into ~/.mxnet/datasets/ade), "
         'or pass --data-root DIR where DIR holds ADEChallengeData2016/.'),

@@ -17,6 +17,8 @@ DEFAULT_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}  # official DeepLab v3+ train
 # get_branch_logits: truncated normal 0.01. The head's other convolutions keep slim's Xavier.
 SEPARABLE_INITS = (TruncatedNormal(0.33), TruncatedNormal(0.06))
 LOGITS_INIT = TruncatedNormal(0.01)
+DROPOUT_KEEP = 0.9  # official concat_projection_dropout keep_prob (training only)
+BIAS_GRADIENT_MULTIPLIER = 2.0  # official get_model_gradient_multipliers: every variable named `biases`
 
 
 class ASPP(nn.HybridBlock):
@@ -26,7 +28,7 @@ class ASPP(nn.HybridBlock):
     map (a corner-aligned bilinear resize of a 1x1 map is a copy). Dropout (keep 0.9) in training.
     """
 
-    def __init__(self, in_channels, rates, norm_layer=batch_norm, **kwargs):
+    def __init__(self, in_channels, rates, norm_layer=batch_norm, dropout_keep=DROPOUT_KEEP, **kwargs):
         super().__init__(**kwargs)
         self.atrous_branches = []
         with self.name_scope():
@@ -38,7 +40,7 @@ class ASPP(nn.HybridBlock):
                 self.register_child(branch, 'aspp%d' % index)
                 self.atrous_branches.append(branch)
             self.projection = ConvBN(HEAD_DEPTH * (2 + len(rates)), HEAD_DEPTH, norm_layer=norm_layer)
-            self.dropout = nn.Dropout(0.1)  # official concat_projection_dropout: keep_prob=0.9
+            self.dropout = nn.Dropout(1.0 - dropout_keep)  # identity at keep 1.0
 
     def hybrid_forward(self, F, x):
         pooled = self.image_pooling(F.Pooling(x, kernel=(1, 1), global_pool=True, pool_type='avg'))
@@ -77,10 +79,11 @@ class DeepLabV3Plus(nn.HybridBlock):
     (6, 12, 18) at OS16 and (12, 24, 36) at OS8. norm_layer: a batch-norm factory (default
     `layers.batch_norm`: BatchNorm with the official decay), e.g.
     `functools.partial(batch_norm, layer=SyncBatchNorm, num_devices=4)` to train on several devices.
+    dropout_keep: the keep probability of the ASPP dropout in training (official 0.9; 1.0 turns it off).
     """
 
     def __init__(self, num_classes=21, output_stride=16, atrous_rates=None, decoder=True,
-                 norm_layer=batch_norm, **kwargs):
+                 norm_layer=batch_norm, dropout_keep=DROPOUT_KEEP, **kwargs):
         super().__init__(**kwargs)
         if atrous_rates is None:
             if output_stride not in DEFAULT_RATES:
@@ -92,10 +95,12 @@ class DeepLabV3Plus(nn.HybridBlock):
         self.atrous_rates = tuple(atrous_rates)
         with self.name_scope():
             self.backbone = XceptionBackbone(output_stride, norm_layer=norm_layer)
-            self.aspp = ASPP(self.backbone.channels, self.atrous_rates, norm_layer=norm_layer)
+            self.aspp = ASPP(self.backbone.channels, self.atrous_rates, norm_layer=norm_layer,
+                             dropout_keep=dropout_keep)
             self.decoder = Decoder(HEAD_DEPTH, self.backbone.skip_channels, norm_layer=norm_layer) if decoder else None
             self.logits = nn.Conv2D(num_classes, 1, in_channels=HEAD_DEPTH, weight_initializer=LOGITS_INIT)
         self.logits.bias.wd_mult = 0.0  # official: l2 on convolution weights only
+        self.logits.bias.grad_mult = BIAS_GRADIENT_MULTIPLIER  # read by the deeplab_momentum optimizer
 
     def hybrid_forward(self, F, x):
         return resize_like(F, self.logits_graph(F, x), x)

@@ -10,6 +10,7 @@ import numpy as np
 TRUNCATION = 2.0  # tf.truncated_normal_initializer: values beyond two standard deviations are drawn again
 
 
+@mx.init.register  # exported symbols name it in their variables' __init__ attribute
 class TruncatedNormal(mx.init.Initializer):
     """Normal(0, stddev) redrawn outside two standard deviations (tf.truncated_normal_initializer).
 

@@ -1,8 +1,10 @@
 """Initial weights for training: a converted checkpoint, the ImageNet backbone, or the official initializers."""
+import os
+
 import mxnet as mx
 
 from ..errors import WeightsError
-from ..weights import read_params
+from ..weights import momentum_path, read_metadata, read_params
 
 
 def initialize_for_training(net, init_path, ctxs, seed=0):
@@ -41,3 +43,18 @@ def initialize_for_training(net, init_path, ctxs, seed=0):
             if skipped else '')
     return 'initialised from %s %s: %d of %d parameters%s' % (what, init_path, len(wanted) - len(skipped),
                                                             len(named), note)
+
+
+def initial_momentum(net, init_path):
+    """The optimizer state that --init offers: {Parameter: array} of the official `/Momentum` slots written
+    beside converted weights by `extract_weights.py --optimizer-state` (for the parameters they fit: not
+    the logits of another class count), or None when there are none."""
+    if init_path is None or 'optimizer_state' not in read_metadata(init_path):
+        return None
+    path = momentum_path(init_path)
+    if not os.path.isfile(path):
+        raise WeightsError('%s: its JSON lists an optimizer state, but %s is missing' % (init_path, path))
+    named = net._collect_params_with_prefix()
+    slots = read_params(path)
+    return {named[name]: value.asnumpy() for name, value in slots.items()
+            if name in named and value.shape == named[name].shape}

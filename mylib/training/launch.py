@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 
-from ..cli import ArgumentParser, positive_int
+from ..cli import ArgumentParser, command, positive_int
 
 SERVE = 'import mxnet'  # with DMLC_ROLE=scheduler or server, importing mxnet runs that role and exits
 
@@ -30,11 +30,12 @@ def launch(command, workers, servers=1, host='127.0.0.1', port=None, env=None, t
     base = dict(os.environ if env is None else env)
     base.update(DMLC_PS_ROOT_URI=host, DMLC_PS_ROOT_PORT=str(port or free_port(host)),
                 DMLC_NUM_SERVER=str(servers), DMLC_NUM_WORKER=str(workers), DMLC_NODE_HOST=host)
-    helpers = [subprocess.Popen([sys.executable, '-c', SERVE], env=dict(base, DMLC_ROLE='scheduler'))]
-    helpers += [subprocess.Popen([sys.executable, '-c', SERVE], env=dict(base, DMLC_ROLE='server'))
-                for _ in range(servers)]
-    running = [subprocess.Popen(command, env=dict(base, DMLC_ROLE='worker')) for _ in range(workers)]
-    try:
+    helpers, running = [], []
+    try:  # whatever fails to start, nothing started before it is left running
+        for role in ['scheduler'] + ['server'] * servers:
+            helpers.append(subprocess.Popen([sys.executable, '-c', SERVE], env=dict(base, DMLC_ROLE=role)))
+        for _ in range(workers):
+            running.append(subprocess.Popen(command, env=dict(base, DMLC_ROLE='worker')))
         statuses = [process.wait(timeout=timeout) for process in running]
         for process in helpers:
             process.wait(timeout=60)
@@ -45,6 +46,7 @@ def launch(command, workers, servers=1, host='127.0.0.1', port=None, env=None, t
                 process.kill()
 
 
+@command('python -m mylib.training.launch')
 def main(argv=None):
     parser = ArgumentParser(prog='python -m mylib.training.launch', description=__doc__.split('\n\n')[0],
                             epilog=__doc__.split('\n\n', 1)[1])

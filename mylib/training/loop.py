@@ -9,10 +9,12 @@ Everything that shapes the numbers of a run depends only on the settings and the
 order and augmentation on (seed, epoch, index), dropout on (seed, iteration), the learning rate on the
 iteration. A run resumed from a checkpoint therefore continues exactly as if it had not been stopped.
 """
+import contextlib
 import functools
 import hashlib
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
@@ -24,14 +26,18 @@ from tqdm import tqdm
 from ..data import AugmentedDataset, TrainAugmentation, get_dataset, spec_for
 from ..data.specs import IGNORE_LABEL
 from ..devices import parse_devices
-from ..errors import TrainingError
+from ..errors import OptionError, StopRequested, TrainingError
 from ..evaluation import evaluate
+from ..metrics import number_or_none
 from ..models import DeepLabV3Plus
 from ..models.layers import batch_norm
+from ..weights import momentum_path
+from .batch_norm import MovingVarianceCorrection
 from .curves import plot_curves
-from .initialization import initialize_for_training
+from .initialization import initial_momentum, initialize_for_training
 from .loss import pixel_cross_entropy
-from .options import FIXED_ON_RESUME, NOT_RESUMED
+from .optimizer import load_momentum
+from .options import BEFORE_OPTION, FIXED_ON_RESUME, NOT_RESUMED
 from .run_directory import MetricsLog, RunDirectory
 from .sampler import EpochBatchSampler
 from .schedule import poly_learning_rate
@@ -69,6 +75,7 @@ class Session:
     trainer: gluon.Trainer
     run: RunDirectory
     metrics: MetricsLog
+    correction: Optional[MovingVarianceCorrection]  # None when the statistics are frozen
     iteration: int = 0
     best: Optional[dict] = None
 
@@ -84,15 +91,15 @@ def resolve_settings(options, run):
     """
     saved = None
     if options.resume:
-        try:
-            saved = run.load_config()
-        except FileNotFoundError as error:
-            raise TrainingError('--resume: %s' % error) from None
+        saved = run.load_config()
         given = getattr(options, 'given', None)
         if given is not None:
             for name, value in saved.items():
                 if name in vars(options) and name not in given and name not in NOT_RESUMED + ('given',):
                     setattr(options, name, tuple(value) if isinstance(value, list) else value)
+            for name, value in BEFORE_OPTION.items():  # a run saved before the option existed
+                if name not in saved and name not in given:
+                    setattr(options, name, value)
     for name in ('init', 'data_root'):
         if getattr(options, name):
             setattr(options, name, os.path.abspath(getattr(options, name)))
@@ -124,15 +131,22 @@ def build_cluster(options):
 
 def build_data(options, cluster):
     """The training split, augmented and batched for this worker, and (on rank 0) the validation split."""
-    train_split = options.train_split or ('train_aug' if options.dataset == 'voc' else 'train')
+    train_split = options.train_split or spec_for(options.dataset, options.num_classes).train_split
     train_set = get_dataset(options.dataset, train_split, root=options.data_root, num_classes=options.num_classes)
     try:
         sampler = EpochBatchSampler(len(train_set), options.batch_size, options.seed, cluster.rank,
                                     cluster.num_workers)
     except ValueError as error:
         raise TrainingError('%s %s: %s' % (options.dataset, train_split, error)) from None
-    augmented = AugmentedDataset(train_set, TrainAugmentation(crop_size=options.crop_size), options.seed)
-    loader = gluon.data.DataLoader(augmented, batch_sampler=sampler, num_workers=options.num_workers)
+    try:
+        augmentation = TrainAugmentation(options.crop_size, options.min_scale, options.max_scale, options.scale_step,
+                                         flip=not options.no_flip)
+    except ValueError as error:
+        raise OptionError('--min-scale %g --max-scale %g --scale-step %g: %s' % (
+            options.min_scale, options.max_scale, options.scale_step, error)) from None
+    augmented = AugmentedDataset(train_set, augmentation, options.seed)
+    with signals_ignored(signal.SIGINT):  # the workers, forked here, leave Ctrl-C to this process
+        loader = gluon.data.DataLoader(augmented, batch_sampler=sampler, num_workers=options.num_workers)
     val_set = None
     if options.val_split != 'none' and cluster.rank == 0:
         val_set = get_dataset(options.dataset, options.val_split, root=options.data_root,
@@ -162,14 +176,24 @@ def build_network(options, num_classes, ctxs, log):
     if options.amp:
         from mxnet.contrib import amp
         amp.init()  # before the network is built
-    net = DeepLabV3Plus(num_classes, options.output_stride, norm_layer=norm_layer(options, ctxs))
+    net = DeepLabV3Plus(num_classes, options.output_stride, norm_layer=norm_layer(options, ctxs),
+                        dropout_keep=options.dropout_keep)
     log(initialize_for_training(net, options.init, ctxs, seed=options.seed))
     net.hybridize(static_alloc=True)
     return net
 
 
+def moving_variance_correction(options, net, ctxs):
+    """The official (Bessel-corrected) moving-variance update for this run's batches, None with --freeze-bn."""
+    if options.freeze_bn:
+        return None
+    shape = (options.batch_size // len(ctxs), 3) + tuple(options.crop_size)
+    return MovingVarianceCorrection(net, ctxs, shape, options.bn_momentum, sync=len(ctxs) > 1)
+
+
 def build_trainer(options, net, kvstore):
-    trainer = gluon.Trainer(net.collect_params(), 'sgd', {
+    """The optimizer of --optimizer: `deeplab_momentum` (the official update; mylib/training/optimizer.py)."""
+    trainer = gluon.Trainer(net.collect_params(), options.optimizer, {
         'learning_rate': options.lr, 'momentum': options.momentum, 'wd': options.wd},
         kvstore=kvstore, update_on_kvstore=False)
     if options.amp:
@@ -203,9 +227,11 @@ def open_run(options, run, config, saved, rank):
 
 
 def restore_checkpoint(session):
-    """Continue from the newest checkpoint of the run being resumed, if it has one."""
-    state = session.run.load_checkpoint(session.net, session.trainer, session.cluster.ctxs)
+    """Continue from the newest intact checkpoint of the run being resumed, if it has one; the metrics
+    log keeps each iteration once (records of a killed run beyond that checkpoint are dropped)."""
+    state = session.run.load_checkpoint(session.net, session.trainer, session.cluster.ctxs, session.log)
     if state is None:
+        session.metrics.truncate_after(0)
         session.log('%s has no checkpoint yet: starting from the beginning' % session.run.path)
         return
     session.iteration, session.best = state['iteration'], state['best']
@@ -221,32 +247,65 @@ def prepare(options, log=print):
     cluster = build_cluster(options)
     data = build_data(options, cluster)
     options.num_classes = data.num_classes
-    open_run(options, run, config_of(options, cluster), saved, cluster.rank)
     net = build_network(options, data.num_classes, cluster.ctxs, log)
+    if cluster.rank == 0:  # the worker that writes the run folder; nothing is written before this
+        run.lock()
+        removed = run.remove_leftovers()
+        if removed:
+            log('removed what killed runs left in %s: %s' % (run.path, ', '.join(sorted(removed))))
+    open_run(options, run, config_of(options, cluster), saved, cluster.rank)
     session = Session(options, log, cluster, data, net, build_trainer(options, net, cluster.kvstore), run,
                       MetricsLog(run.file('metrics.jsonl') if cluster.rank == 0 else None),
-                      best={'miou': None, 'iteration': None})
+                      moving_variance_correction(options, net, cluster.ctxs), best={'miou': None, 'iteration': None})
     if saved is not None:
         restore_checkpoint(session)
+    else:
+        start_momentum(session)
     return session
 
 
+def start_momentum(session):
+    """Start the optimizer from the release's momentum slots that --init offers, as the official fine-tuning
+    restores them with the weights; without them (or with --optimizer sgd) the momentum starts at zero."""
+    momenta = initial_momentum(session.net, session.options.init)
+    if momenta is None:
+        return
+    if session.options.optimizer != 'deeplab_momentum':
+        session.log('the momentum slots beside %s are not used: they are deeplab_momentum\'s accumulators, not %s\'s'
+                    % (session.options.init, session.options.optimizer))
+        return
+    installed = load_momentum(session.trainer, momenta)
+    session.log('optimizer state from %s: the momentum of %d of %d trainable parameters (the rest start at zero)'
+                % (momentum_path(session.options.init), len(installed),
+                   sum(param.grad_req != 'null' for param in session.net.collect_params().values())))
+
+
 # --- one step, one validation, one checkpoint ------------------------------------------------------
+def regularization_loss(net, wd, ctx):
+    """The official weight-decay term, wd * sum(w^2) / 2 over the decayed weights (times their wd_mult)."""
+    terms = [(param.data(ctx) ** 2).sum() * (param.wd_mult * wd / 2)
+             for param in net.collect_params().values() if param.wd_mult and param.grad_req != 'null']
+    return float(mx.nd.add_n(*terms).asscalar()) if terms else 0.0
+
+
 def train_step(session, images, labels, learning_rate):
-    """One SGD step on a batch split over the devices; returns the batch's mean loss per labelled pixel."""
+    """One optimizer step on a batch split over the devices; returns the batch's cross entropy (mean over
+    its labelled pixels), computed at the weights before the step."""
     mx.random.seed(session.options.seed * 1000003 + session.iteration)  # dropout masks: (seed, iteration)
     ctxs, trainer = session.cluster.ctxs, session.trainer
     images = gluon.utils.split_and_load(images, ctxs)
     labels = gluon.utils.split_and_load(labels, ctxs)
     labelled = max(sum(float((label != IGNORE_LABEL).sum().asscalar()) for label in labels), 1.0)
-    with autograd.record():
-        losses = [pixel_cross_entropy(session.net(x), y)[0] / labelled for x, y in zip(images, labels)]
-    if session.options.amp:
-        from mxnet.contrib import amp
-        with amp.scale_loss(losses, trainer) as scaled:
-            autograd.backward(scaled)
-    else:
-        autograd.backward(losses)
+    # MXNet updates the moving statistics in the backward pass: the correction spans both
+    with session.correction or contextlib.nullcontext():  # the moving variances as the official update
+        with autograd.record():
+            losses = [pixel_cross_entropy(session.net(x), y)[0] / labelled for x, y in zip(images, labels)]
+        if session.options.amp:
+            from mxnet.contrib import amp
+            with amp.scale_loss(losses, trainer) as scaled:
+                autograd.backward(scaled)
+        else:
+            autograd.backward(losses)
     trainer.set_learning_rate(learning_rate)
     trainer.step(session.cluster.num_workers)  # gradients of the workers are summed; average them
     return sum(float(loss.asscalar()) for loss in losses)
@@ -257,9 +316,9 @@ def validation_network(session):
     output_stride = session.options.val_os or session.options.output_stride
     ctxs = session.cluster.ctxs
     net = DeepLabV3Plus(session.data.num_classes, output_stride)
-    net.initialize(ctx=ctxs)
     trained = session.net._collect_params_with_prefix()
     for name, param in net._collect_params_with_prefix().items():
+        param.initialize(init=mx.init.Zero(), ctx=ctxs)  # (no random draws: every value is set next)
         param.set_data(trained[name].data(ctxs[0]))
     return net
 
@@ -269,13 +328,13 @@ def validate(session, epoch):
     net, ctxs = validation_network(session), session.cluster.ctxs
     results = evaluate(net, session.data.val_set, ctxs, crop_size=session.data.val_crop, batch_size=len(ctxs),
                        progress=not session.options.quiet, limit=session.options.val_limit)
-    record = {'iteration': session.iteration, 'epoch': epoch, 'val_miou': results['miou'],
-              'val_pixel_accuracy': results['pixel_accuracy'], 'val_images': results['images']}
+    record = {'iteration': session.iteration, 'epoch': epoch, 'val_miou': number_or_none(results['miou']),
+              'val_pixel_accuracy': number_or_none(results['pixel_accuracy']), 'val_images': results['images']}
     session.metrics.append(record)
     session.log('iteration %d (epoch %.2f): validation mIoU %.2f %%, pixel accuracy %.2f %%'
                 % (session.iteration, epoch, 100 * results['miou'], 100 * results['pixel_accuracy']))
-    if session.best['miou'] is None or results['miou'] > session.best['miou']:
-        session.best = {'miou': results['miou'], 'iteration': session.iteration}
+    if record['val_miou'] is not None and (session.best['miou'] is None or record['val_miou'] > session.best['miou']):
+        session.best = {'miou': record['val_miou'], 'iteration': session.iteration}
         session.run.save_weights(net, 'best', dict(record, output_stride=net.output_stride,
                                                    **weights_details(session)))
     plot_curves(session.metrics.read(), session.run.file('curves.png'))
@@ -305,12 +364,66 @@ def parameters_digest(net):
     return digest.hexdigest()
 
 
+# --- stop requests ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def signals_ignored(*signals):
+    """Ignore `signals` in the block (processes forked there inherit it; restored after)."""
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def stop_requests(log):
+    """Turn SIGINT (Ctrl-C) and SIGTERM into a request, yielded as a list that holds the signal once asked.
+
+    The loop checks it after each step: the run saves a checkpoint at that iteration and stops. A second
+    request stops at once (KeyboardInterrupt), keeping the checkpoints already written.
+    """
+    requested = []
+
+    def ask(number, _):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(number)
+        log('\n%s: stopping after this step (again to stop at once)' % signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, ask) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def stop(session, number):
+    """Save a checkpoint at the current iteration and raise StopRequested saying how to resume."""
+    save_checkpoint(session)
+    name = signal.Signals(number).name
+    raise StopRequested('stopped by %s at iteration %d of %d; checkpoint saved in %s; continue with: '
+                        'python train.py --run-dir %s --resume' % (
+                            name, session.iteration, session.options.iterations, session.run.checkpoints,
+                            session.run.path), status=128 + number)
+
+
 # --- the loop --------------------------------------------------------------------------------------
 def train(options, log=print):
-    """Train as the options say; returns the Session at the end. Raises TrainingError."""
+    """Train as the options say; returns the Session at the end. Raises TrainingError, or StopRequested
+    after a stop request (with a checkpoint at the iteration it stopped)."""
     session = prepare(options, log)
+    with stop_requests(log) as requested:
+        loop(session, requested)
+    finish(session)
+    return session
+
+
+def loop(session, requested):
+    """Train from `session.iteration` to the last iteration; `requested` holds a stop request's signal."""
     options, data, batches = session.options, session.data, len(session.data.sampler)
-    log('training %s on %d %s images (%d batches of %d an epoch) on %s, %d iterations, run folder %s'
+    session.log('training %s on %d %s images (%d batches of %d an epoch) on %s, %d iterations, run folder %s'
         % ('DeepLab v3+ (%d classes, OS%d)' % (data.num_classes, options.output_stride), data.train_images,
            options.dataset, batches, options.batch_size, ', '.join(map(str, session.cluster.ctxs)),
            options.iterations, session.run.path))
@@ -322,6 +435,9 @@ def train(options, log=print):
         data.sampler.start(epoch, first)
         for images, labels in data.loader:
             learning_rate = poly_learning_rate(options.lr, session.iteration, options.iterations, options.power)
+            logging = (session.iteration + 1) % options.log_every == 0 or session.iteration + 1 == options.iterations
+            regularization = (regularization_loss(session.net, options.wd, session.cluster.ctxs[0]) if logging
+                              else None)  # at the weights of the step's forward pass, as the official summaries
             loss = train_step(session, images, labels, learning_rate)
             if not math.isfinite(loss):
                 latest = session.run.latest()
@@ -331,10 +447,12 @@ def train(options, log=print):
             session.iteration += 1
             window.append(loss)
             bar.update(1)
-            if session.iteration % options.log_every == 0 or session.iteration == options.iterations:
+            if logging:
                 seconds = time.perf_counter() - window_start
                 record = {'iteration': session.iteration, 'epoch': session.iteration / batches,
-                          'loss': sum(window) / len(window), 'lr': learning_rate,
+                          'loss': sum(window) / len(window),  # the mean cross entropy since the last record
+                          'cross_entropy': loss, 'regularization_loss': regularization,
+                          'total_loss': loss + regularization, 'lr': learning_rate,
                           'images_per_second': len(window) * options.batch_size * session.cluster.num_workers
                           / seconds}
                 session.metrics.append(record)
@@ -345,13 +463,14 @@ def train(options, log=print):
                 save_checkpoint(session)
             if data.val_set is not None and options.val_every and session.iteration % options.val_every == 0:
                 validate(session, session.iteration / batches)
+            if requested:
+                bar.close()
+                stop(session, requested[0])
             if session.iteration >= options.iterations:
                 break
         if data.val_set is not None and not options.val_every and session.iteration % batches == 0:
             validate(session, session.iteration / batches)
     bar.close()
-    finish(session)
-    return session
 
 
 def finish(session):

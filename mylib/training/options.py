@@ -4,6 +4,14 @@ import argparse
 from ..cli import ArgumentParser, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int, size_type
 from ..data.specs import DATASETS
 
+
+def keep_probability(text):
+    """A number in (0, 1]."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError('%s: give a probability, above 0 and at most 1' % text)
+    return value
+
 # Official DeepLab v3+ PASCAL recipe (research/deeplab train.py flags and g3doc/pascal.md):
 OFFICIAL = {
     'lr': 0.007,          # base_learning_rate (VOC train_aug)
@@ -14,13 +22,19 @@ OFFICIAL = {
     'iterations': 30000,  # training_number_of_steps
     'output_stride': 16,
     'bn_momentum': 0.9997,  # batch_norm_decay
+    'min_scale': 0.5,     # min_scale_factor
+    'max_scale': 2.0,     # max_scale_factor
+    'scale_step': 0.25,   # scale_factor_step_size
+    'dropout_keep': 0.9,  # model.py concat_projection_dropout keep_prob
 }
 # options that a resumed run must keep (the rest, like devices or workers, may change); --resume takes the
 # saved value of every option not written on its command line, except these (of the session, not the run)
 NOT_RESUMED = ('gpus', 'quiet', 'resume', 'run_dir', 'amp')  # amp: a property of the devices
 FIXED_ON_RESUME = ('dataset', 'train_split', 'val_split', 'num_classes', 'crop_size', 'init', 'output_stride',
                    'freeze_bn', 'bn_momentum', 'lr', 'power', 'momentum', 'wd', 'batch_size', 'iterations', 'seed',
-                   'kvstore')
+                   'kvstore', 'optimizer', 'min_scale', 'max_scale', 'scale_step', 'no_flip', 'dropout_keep')
+# a run saved before an option existed resumes with the value that run had
+BEFORE_OPTION = {'optimizer': 'sgd'}
 
 
 def build_parser(description, multi_gpu, prog='train.py'):
@@ -39,6 +53,14 @@ def build_parser(description, multi_gpu, prog='train.py'):
                       help="HxW (default: the dataset's official training crop, 513x513 for VOC, ADE20K and your "
                            'own data, 769x769 for Cityscapes)')
     data.add_argument('--num-workers', type=nonnegative_int, default=4, help='data loading processes (default 4)')
+    augment = parser.add_argument_group('augmentation (defaults: the official flags)')
+    augment.add_argument('--min-scale', type=positive_float, default=OFFICIAL['min_scale'],
+                         help='smallest random scale (official min_scale_factor, default 0.5)')
+    augment.add_argument('--max-scale', type=positive_float, default=OFFICIAL['max_scale'],
+                         help='largest random scale (official max_scale_factor, default 2.0)')
+    augment.add_argument('--scale-step', type=nonnegative_float, default=OFFICIAL['scale_step'],
+                         help='step between the scales (official scale_factor_step_size, default 0.25; 0: any)')
+    augment.add_argument('--no-flip', action='store_true', help='no random left-right flip')
     model = parser.add_argument_group('model')
     model.add_argument('--init', metavar='FILE.params',
                        help='start from converted weights: a DeepLab v3+ checkpoint (fine-tune; logits kept if the '
@@ -50,7 +72,12 @@ def build_parser(description, multi_gpu, prog='train.py'):
     model.add_argument('--bn-momentum', type=fraction, default=OFFICIAL['bn_momentum'],
                        help='weight of the old running statistics per step (default 0.9997, the official decay; '
                             'lower it, e.g. 0.9, for short runs on small data)')
+    model.add_argument('--dropout-keep', type=keep_probability, default=OFFICIAL['dropout_keep'],
+                       help='keep probability of the ASPP dropout (official 0.9; 1.0 turns it off)')
     optim = parser.add_argument_group('optimization (defaults: the official VOC recipe)')
+    optim.add_argument('--optimizer', choices=('deeplab_momentum', 'sgd'), default='deeplab_momentum',
+                       help="deeplab_momentum: the official update (TF's momentum, the learning rate applied to "
+                            "the whole accumulator, biases' gradients x2); sgd: MXNet's (default deeplab_momentum)")
     optim.add_argument('--lr', type=positive_float, default=OFFICIAL['lr'], help='base learning rate (default 0.007)')
     optim.add_argument('--power', type=positive_float, default=OFFICIAL['power'], help='poly power (default 0.9)')
     optim.add_argument('--momentum', type=fraction, default=OFFICIAL['momentum'], help='SGD momentum (default 0.9)')

@@ -1,0 +1,81 @@
+"""The official batch-norm update of the moving variance, on top of MXNet's.
+
+The official graph's fused batch norm normalises a training batch with its biased variance, but feeds
+the moving average the Bessel-corrected one, `var * n / (n - 1)` (n: the values per channel it saw,
+N * H * W; for image pooling, whose input is one pooled vector per image, n = N). MXNet 1.9's
+`BatchNorm` (and `SyncBatchNorm`) feed the biased variance:
+
+    MXNet:     moving' = m * moving + (1 - m) * var
+    official:  moving' = m * moving + (1 - m) * var * n / (n - 1)
+             = MXNet's moving' + (MXNet's moving' - m * moving) / (n - 1)
+
+so `MovingVarianceCorrection` keeps each moving variance from before the step's forward pass and adds
+that difference after it. n comes from the shapes of the network's graph for the per-device batch
+(the whole batch under SyncBatchNorm, whose statistics are those of every device together).
+"""
+import json
+
+import mxnet as mx
+import numpy as np
+
+BATCH_NORM_OPS = ('BatchNorm', '_contrib_SyncBatchNorm')
+
+
+def values_per_channel(net, input_shape):
+    """{full name of a moving-variance Parameter: values per channel that its batch norm normalises}.
+
+    input_shape: the NCHW shape of one device's input. Read from the network's symbolic graph.
+    """
+    symbol = net(mx.sym.var('data'))
+    internals = symbol.get_internals()
+    _, shapes, _ = internals.infer_shape(data=tuple(input_shape))
+    shape_of = dict(zip(internals.list_outputs(), shapes))
+    nodes = json.loads(symbol.tojson())['nodes']
+    counts = {}
+    for node in nodes:
+        if node['op'] not in BATCH_NORM_OPS:
+            continue
+        source, index, _ = node['inputs'][0]
+        producer = nodes[source]
+        outputs = [name for name in internals.list_outputs() if name.startswith(producer['name'] + '_output')]
+        shape = shape_of[outputs[index] if len(outputs) > 1 else outputs[0]]
+        moving_variance = nodes[node['inputs'][4][0]]['name']
+        counts[moving_variance] = int(np.prod(shape) // shape[1])
+    return counts
+
+
+class MovingVarianceCorrection:
+    """Makes MXNet's moving-variance update the official one (see the module docstring).
+
+        correction = MovingVarianceCorrection(net, ctxs, per_device_shape, momentum, sync=len(ctxs) > 1)
+        with correction:      # around the training forward and backward passes (MXNet updates the
+            ...               # moving statistics in the backward pass)
+    """
+
+    def __init__(self, net, ctxs, input_shape, momentum, sync=False):
+        counts = values_per_channel(net, input_shape)
+        devices = len(ctxs) if sync else 1  # SyncBatchNorm's statistics are over every device's values
+        params = net.collect_params()
+        self.ctxs = list(ctxs)
+        self.momentum = float(np.float32(momentum))  # as the operator holds it
+        self.layers = [(params[name], devices * count) for name, count in sorted(counts.items())]
+        missing = [name for name in counts if name not in params]
+        if missing or not self.layers:
+            raise ValueError('no moving variances found in the graph of %s' % type(net).__name__)
+        self.before = None
+
+    def __enter__(self):
+        self.before = [[param.data(ctx).copy() for ctx in self.ctxs] for param, _ in self.layers]
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is not None:
+            return False
+        for (param, count), before in zip(self.layers, self.before):
+            if count < 2:  # one value per channel has no variance to correct (and TF gives it none)
+                continue
+            for ctx, old in zip(self.ctxs, before):
+                new = param.data(ctx)
+                new += (new - self.momentum * old) / (count - 1)
+        self.before = None
+        return False

@@ -19,8 +19,7 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the repository importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from converters.convert import convert, default_output  # noqa: E402
-from mylib import cli, zoo  # noqa: E402
+from mylib import cli  # noqa: E402
 from mylib.errors import OptionError  # noqa: E402
 
 PROG = 'extract_weights.py'
@@ -29,6 +28,7 @@ PROG = 'extract_weights.py'
 def convert_release(name, output, progress=True, log=print):
     """Write the Gluon parameters of the official release `name` to `output` (downloaded, converted and
     cached by mylib.zoo on first use); return their metadata."""
+    from mylib import zoo  # (MXNet and the converter load once the options are read)
     metadata = zoo.copy_params(name, output, progress=progress, log=log)
     log('wrote %s: %s of %s, %d classes (cached in %s)'
         % (output, metadata['kind'], name, metadata['num_classes'], zoo.model_root()))
@@ -67,6 +67,7 @@ def build_parser():
 
 def list_models(log=print):
     """Print the official releases that --model knows: name, dataset, classes, published results."""
+    from mylib import zoo
     log('official Xception-65 releases (tensorflow/models research/deeplab/g3doc/model_zoo.md), '
         'cached in %s:' % zoo.model_root())
     for release in zoo.RELEASES.values():
@@ -89,6 +90,7 @@ def main(argv=None):
         raise OptionError('--optimizer-state takes a CKPT: the zoo caches the weights only')
     if args.model and args.save_h5:
         raise OptionError('--save-h5 and --h5-only take a CKPT, not --model')
+    from converters.convert import convert, default_output
     default_name = args.model + '.params' if args.model else default_output(args.checkpoint)
     if args.output and os.path.isdir(args.output):
         raise OptionError('--output %s is a folder; give a file name such as %s'

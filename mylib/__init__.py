@@ -1,7 +1,22 @@
-"""deeplab-gluon: DeepLab v3+ (Xception-65) in MXNet Gluon, exact to the official TF releases."""
+"""deeplab-gluon: DeepLab v3+ (Xception-65) in MXNet Gluon, exact to the official TF releases.
+
+The networks and what needs MXNet are imported when first asked for (PEP 562 `__getattr__`), so that
+the scripts' option parsing, `--help` and errors (`mylib.cli`, `mylib.errors`, the dataset facts) come
+at once and a Ctrl-C while they start is still theirs to report.
+"""
 from .errors import DeepLabError
-from .inference import predict
-from .models import DeepLabV3Plus, Xception65
-from .weights import load_deeplab
 
 __all__ = ['DeepLabError', 'DeepLabV3Plus', 'Xception65', 'load_deeplab', 'predict']
+
+
+def __getattr__(name):
+    if name in ('DeepLabV3Plus', 'Xception65'):
+        from . import models
+        return getattr(models, name)
+    if name == 'load_deeplab':
+        from .weights import load_deeplab
+        return load_deeplab
+    if name == 'predict':
+        from .inference import predict
+        return predict
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

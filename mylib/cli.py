@@ -79,44 +79,26 @@ def _number(text, kind):
     return value
 
 
-def positive_int(text):
-    """An integer >= 1 (counts: batch size, iterations, intervals)."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError('%s: give at least 1' % text)
-    return value
+def number_type(kind, accept, wanted, name):
+    """An argparse type: a finite `kind` (int or float) for which `accept(value)` holds, else 'give <wanted>'."""
+    def parse(text):
+        value = _number(text, kind)
+        if not accept(value):
+            raise argparse.ArgumentTypeError('%s: give %s' % (text, wanted))
+        return value
+    parse.__name__ = name
+    parse.__doc__ = 'A %s: %s.' % ('integer' if kind is int else 'finite number', wanted)
+    return parse
 
 
-def nonnegative_int(text):
-    """An integer >= 0 (worker processes, seeds)."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError('%s: give 0 or more' % text)
-    return value
-
-
-def positive_float(text):
-    """A finite number > 0 (learning rates, powers)."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError('%s: give a number above 0' % text)
-    return value
-
-
-def nonnegative_float(text):
-    """A finite number >= 0 (weight decay)."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError('%s: give 0 or more' % text)
-    return value
-
-
-def fraction(text):
-    """A finite number in [0, 1) (momentum, batch-norm decay)."""
-    value = _number(text, float)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError('%s: give a number from 0 up to (not including) 1' % text)
-    return value
+positive_int = number_type(int, lambda value: value >= 1, 'at least 1', 'positive_int')  # counts, intervals
+nonnegative_int = number_type(int, lambda value: value >= 0, '0 or more', 'nonnegative_int')  # workers, seeds
+positive_float = number_type(float, lambda value: value > 0, 'a number above 0', 'positive_float')  # rates
+nonnegative_float = number_type(float, lambda value: value >= 0, '0 or more', 'nonnegative_float')  # decay
+fraction = number_type(float, lambda value: 0 <= value < 1, 'a number from 0 up to (not including) 1',
+                       'fraction')  # momentum, batch-norm decay
+probability = number_type(float, lambda value: 0 < value <= 1, 'a probability, above 0 and at most 1',
+                          'probability')  # keep probabilities
 
 
 def scales_type(text):

@@ -99,13 +99,19 @@ def start_resume(run_dir):
                             text=True)
 
 
-@pytest.fixture
-def finished_run(data, tmp_path):
-    """A run of 6 iterations with checkpoints every 2 (iter-4 and iter-6 are kept)."""
-    run_dir = tmp_path / 'run'
+@pytest.fixture(scope='module')
+def finished_once(data, tmp_path_factory):
+    """A run of 6 iterations with checkpoints every 2 (iter-4 and iter-6 are kept), made once."""
+    run_dir = tmp_path_factory.mktemp('finished') / 'run'
     run_script('train.py', *train_args(data, run_dir, *FAST, '--checkpoint-every', '2', iterations=6), env=ONE_THREAD)
     assert sorted(os.listdir(run_dir / 'checkpoints')) == ['iter-00000004', 'iter-00000006', 'latest']
     return run_dir
+
+
+@pytest.fixture
+def finished_run(finished_once, tmp_path):
+    """A copy of that run for one test to damage (paths in config.json are the data's, absolute)."""
+    return shutil.copytree(finished_once, tmp_path / 'run', ignore=shutil.ignore_patterns('.lock'))
 
 
 def resume(run_dir, check=True):

@@ -1,16 +1,17 @@
 """The command line of train.py and train_multi_gpu.py: one parser, defaults from the official recipe."""
 import argparse
 
-from ..cli import ArgumentParser, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int, size_type
+from ..cli import (
+    ArgumentParser,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    probability,
+    size_type,
+)
 from ..data.specs import DATASETS
-
-
-def keep_probability(text):
-    """A number in (0, 1]."""
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError('%s: give a probability, above 0 and at most 1' % text)
-    return value
 
 # Official DeepLab v3+ PASCAL recipe (research/deeplab train.py flags and g3doc/pascal.md):
 OFFICIAL = {
@@ -72,7 +73,7 @@ def build_parser(description, multi_gpu, prog='train.py'):
     model.add_argument('--bn-momentum', type=fraction, default=OFFICIAL['bn_momentum'],
                        help='weight of the old running statistics per step (default 0.9997, the official decay; '
                             'lower it, e.g. 0.9, for short runs on small data)')
-    model.add_argument('--dropout-keep', type=keep_probability, default=OFFICIAL['dropout_keep'],
+    model.add_argument('--dropout-keep', type=probability, default=OFFICIAL['dropout_keep'],
                        help='keep probability of the ASPP dropout (official 0.9; 1.0 turns it off)')
     optim = parser.add_argument_group('optimization (defaults: the official VOC recipe)')
     optim.add_argument('--optimizer', choices=('deeplab_momentum', 'sgd'), default='deeplab_momentum',

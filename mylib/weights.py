@@ -4,6 +4,7 @@ import os
 
 import mxnet as mx
 
+from .data.specs import DATASETS
 from .errors import WeightsError, library_reason
 from .models import DeepLabV3Plus
 
@@ -38,7 +39,6 @@ def read_metadata(params_path):
 def recorded_dataset(params_path, num_classes, log=print):
     """The dataset that the JSON beside `params_path` records for the weights ('voc', 'cityscapes',
     'ade20k' or 'folder'), or None if it records none that fits `num_classes` (then `log` says why)."""
-    from .data.specs import DATASETS  # (the data package is not needed to load weights)
     dataset = read_metadata(params_path).get('dataset')
     if dataset is None:
         return None

@@ -58,10 +58,11 @@ class MovingVarianceCorrection:
         params = net.collect_params()
         self.ctxs = list(ctxs)
         self.momentum = float(np.float32(momentum))  # as the operator holds it
-        self.layers = [(params[name], devices * count) for name, count in sorted(counts.items())]
         missing = [name for name in counts if name not in params]
-        if missing or not self.layers:
-            raise ValueError('no moving variances found in the graph of %s' % type(net).__name__)
+        if missing or not counts:
+            raise ValueError('the moving variances of the graph of %s are not its parameters: %s'
+                             % (type(net).__name__, ', '.join(missing) or 'none found'))
+        self.layers = [(params[name], devices * count) for name, count in sorted(counts.items())]
         self.before = None
 
     def __enter__(self):

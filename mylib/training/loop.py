@@ -131,7 +131,8 @@ def build_cluster(options):
 
 def build_data(options, cluster):
     """The training split, augmented and batched for this worker, and (on rank 0) the validation split."""
-    train_split = options.train_split or spec_for(options.dataset, options.num_classes).train_split
+    spec = spec_for(options.dataset, options.num_classes)
+    train_split = options.train_split or spec.train_split
     train_set = get_dataset(options.dataset, train_split, root=options.data_root, num_classes=options.num_classes)
     try:
         sampler = EpochBatchSampler(len(train_set), options.batch_size, options.seed, cluster.rank,
@@ -152,8 +153,7 @@ def build_data(options, cluster):
         val_set = get_dataset(options.dataset, options.val_split, root=options.data_root,
                               num_classes=options.num_classes)
     # your own data has no official evaluation crop: it is validated padded to the training crop
-    val_crop = (options.crop_size if options.dataset == 'folder'
-                else spec_for(options.dataset, train_set.num_classes).eval_crop)
+    val_crop = options.crop_size if options.dataset == 'folder' else spec.eval_crop
     return Data(train_set.num_classes, len(train_set), sampler, loader, val_set, val_crop)
 
 
@@ -343,7 +343,7 @@ def validate(session, epoch):
 def weights_details(session):
     """What the JSON beside best.params / final.params says of the weights (read by predict.py, export.py)."""
     return {'kind': 'deeplabv3plus', 'num_classes': session.data.num_classes, 'dataset': session.options.dataset,
-            'decoder': True}
+            'decoder': session.net.decoder is not None}
 
 
 def save_checkpoint(session):

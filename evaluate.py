@@ -29,8 +29,9 @@ def build_parser():
     source.add_argument('--weights', metavar='FILE.params', help='converted or trained DeepLab v3+ parameters')
     source.add_argument('--model', metavar='NAME', help='an official release, downloaded and converted once '
                                                         '(see converters/extract_weights.py --list-models)')
-    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16), default=16,
-                       help='output stride (default 16; the ASPP rates follow: 6/12/18 or 12/24/36)')
+    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16, 32), default=None,
+                       help="output stride (default: the weights' own, 16 for most releases; the ASPP rates follow: "
+                            '6/12/18 at 16, 12/24/36 at 8)')
     protocol = parser.add_argument_group('protocol')
     protocol.add_argument('--scales', type=scales_type, default=SINGLE_SCALE,
                           help='comma-separated input scales (default 1.0; official multi-scale: 0.5,...,1.75)')
@@ -75,14 +76,15 @@ def main(argv=None):
     from mylib.fileio import write_json
     from mylib.inference import cap_onednn_isa
     from mylib.metrics import number_or_none
-    from mylib.weights import load_deeplab, recorded_dataset
+    from mylib.weights import fitting_crop, load_segmentation, recorded_dataset
     cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
     ctxs = parse_devices(args.gpus)
     args.batch_size = args.batch_size or len(ctxs)
     release = zoo.get_release(args.model) if args.model else None
     weights = zoo.get_params_file(release, progress=not args.quiet) if release else args.weights
     args.dataset = args.dataset or (release.dataset if release else 'voc')
-    net = load_deeplab(weights, args.output_stride, ctx=ctxs)
+    net = load_segmentation(weights, args.output_stride, ctx=ctxs)
+    args.output_stride = net.output_stride
     dataset = get_dataset(args.dataset, args.split, root=args.data_root, num_classes=args.num_classes)
     if dataset.num_classes != net.num_classes:
         raise DatasetError('%s has %d classes but %s predicts %d'
@@ -91,9 +93,9 @@ def main(argv=None):
     # your own data names its classes as the weights' dataset does (recorded beside them, else by class count)
     names = (spec_for(recorded_dataset(weights, net.num_classes), net.num_classes) if args.dataset == 'folder'
              else spec).class_names
-    crop_size = args.crop_size or spec.eval_crop
+    crop_size = fitting_crop(net, args.crop_size or spec.eval_crop, args.crop_size is not None)
     settings = {'weights': os.path.abspath(weights), 'model': args.model, 'output_stride': args.output_stride,
-                'atrous_rates': list(net.atrous_rates), 'scales': list(args.scales), 'flip': args.flip,
+                'model_spec': net.spec.to_json(), 'scales': list(args.scales), 'flip': args.flip,
                 'crop_size': list(crop_size), 'dataset': args.dataset, 'split': args.split,
                 'data_root': dataset.root, 'devices': [str(ctx) for ctx in ctxs], 'batch_size': args.batch_size}
     print('evaluating %s on %s %s (%d images): OS%d, scales %s%s, crop %dx%d, %s'

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Export DeepLab v3+ weights for deployment: an ONNX file, or MXNet's symbol + params pair.
+"""Export DeepLab weights (any family) for deployment: an ONNX file, or MXNet's symbol + params pair.
 
     python export.py --weights voc.params --format onnx        # -> voc-os16-513x513.onnx
+    python export.py --model mobilenetv3_large_cityscapes_trainfine --format onnx   # an official release
     python export.py --weights voc.params --format onnx --os 8 --size 1025x2049 --output city-os8
     python export.py --weights voc.params --format symbol      # -> voc-os16-symbol.json, voc-os16-0000.params
 
@@ -38,11 +39,15 @@ def build_parser():
     parts = __doc__.split('\n\n')
     parser = cli.ArgumentParser(prog=PROG, description=parts[0], epilog='\n\n'.join(parts[1:]))
     model = parser.add_argument_group('model')
-    model.add_argument('--weights', required=True, metavar='FILE.params',
-                       help='DeepLab v3+ parameters (converted by converters/extract_weights.py, or saved by '
-                            'training); the classes and decoder are read from the file')
-    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16), default=16,
-                       help='output stride of the exported graph (default 16; 8 is finer and about 3x slower)')
+    source = model.add_mutually_exclusive_group(required=True)
+    source.add_argument('--weights', metavar='FILE.params',
+                        help='DeepLab parameters (converted by converters/extract_weights.py, or saved by '
+                             'training); the network is read from the JSON beside them')
+    source.add_argument('--model', metavar='NAME', help='an official release, downloaded and converted once '
+                                                        '(see converters/extract_weights.py --list-models)')
+    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16, 32), default=None,
+                       help="output stride of the exported graph (default: the weights' own, 16 for most releases; 8 "
+                            'is finer and about 3x slower)')
     export = parser.add_argument_group('export')
     export.add_argument('--format', required=True, choices=FORMATS,
                         help='onnx: PREFIX.onnx (onnxruntime and other ONNX runtimes); symbol: PREFIX-symbol.json + '
@@ -93,15 +98,17 @@ def check_input(args):
 
 def export(args):
     """Load the weights, export and check; prints what was written. WeightsError, ExportError."""
+    from mylib import zoo
     from mylib.data import spec_for
     from mylib.export import export_onnx, export_symbol
-    from mylib.weights import load_deeplab, recorded_dataset
-    net = load_deeplab(args.weights, args.output_stride)
-    args.size = args.size or spec_for(recorded_dataset(args.weights, net.num_classes), net.num_classes).eval_crop
+    from mylib.weights import fitting_crop, load_segmentation, recorded_dataset
+    args.weights = args.weights or zoo.get_params_file(args.model)
+    net = load_segmentation(args.weights, args.output_stride)
+    args.output_stride = net.output_stride
+    args.size = fitting_crop(net, args.size or spec_for(recorded_dataset(args.weights, net.num_classes),
+                                                        net.num_classes).eval_crop, args.size is not None, '--size')
     args.output = output_prefix(args)
-    print('loaded %s: DeepLabV3Plus(num_classes=%d%s), output stride %d'
-          % (args.weights, net.num_classes, '' if net.decoder is not None else ', decoder=False',
-             args.output_stride))
+    print('loaded %s: %s' % (args.weights, net.spec.describe()))
     x = check_input(args)
     if args.format == 'onnx':
         path, difference = export_onnx(net, args.output + '.onnx', args.size, check_input=x)

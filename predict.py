@@ -37,14 +37,15 @@ def build_parser():
     source = model.add_mutually_exclusive_group()
     source.add_argument('--weights', metavar='FILE.params', help='converted or trained DeepLab v3+ parameters')
     source.add_argument('--model', metavar='NAME', help='an official release (default: xception65_coco_voc_trainaug)')
-    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16), default=16,
-                       help='output stride (default 16)')
+    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16, 32), default=None,
+                       help="output stride (default: the weights' own, 16 for most releases, 32 for MobileNet-v3)")
     protocol = parser.add_argument_group('protocol')
     protocol.add_argument('--scales', type=scales_type, default=(1.0,), help='comma-separated scales (default 1.0)')
     protocol.add_argument('--flip', action='store_true', help='add left-right flipped inputs')
-    protocol.add_argument('--crop-size', type=size_type, default=DEFAULT_CROP,
+    protocol.add_argument('--crop-size', type=size_type,
                           help='HxW the photo is padded to; a larger photo is shrunk to fit its long side '
-                               '(default %dx%d, as the official demo)' % DEFAULT_CROP)
+                               '(default %dx%d, as the official demo; 769x769 for MobileNet-v3, whose image pooling '
+                               'window is fixed)' % DEFAULT_CROP)
     output = parser.add_argument_group('output')
     output.add_argument('--out', default='predictions', metavar='DIR', help='output folder (default predictions/)')
     output.add_argument('--overlay', action='store_true', help='also write the photo blended with its labels')
@@ -115,7 +116,7 @@ def main(argv=None):
     from mylib.errors import ImageError, OptionError
     from mylib.images import label_image, overlay, read_rgb, save_image
     from mylib.inference import LogitsRunner, cap_onednn_isa
-    from mylib.weights import load_deeplab, recorded_dataset
+    from mylib.weights import fitting_crop, load_segmentation, recorded_dataset
     cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise OptionError('--out %s is a file; give a folder for the masks' % args.out)
@@ -126,7 +127,8 @@ def main(argv=None):
     if not paths:
         raise ImageError('no images to segment')
     weights = args.weights or zoo.get_params_file(args.model or zoo.DEFAULT_MODEL)
-    net = load_deeplab(weights, args.output_stride, ctx=ctx)
+    net = load_segmentation(weights, args.output_stride, ctx=ctx)
+    args.crop_size = fitting_crop(net, args.crop_size or DEFAULT_CROP, args.crop_size is not None)
     spec = spec_for(args.dataset or recorded_dataset(weights, net.num_classes), net.num_classes)
     colours = spec.palette()
     runner = LogitsRunner(net)

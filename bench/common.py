@@ -18,11 +18,6 @@ def set_threads(threads):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
-def machine():
-    return '%s, %d cores, Python %s' % (platform.processor() or platform.machine(), os.cpu_count(),
-                                       platform.python_version())
-
-
 def median_seconds(function, runs, warmup=2):
     """Median wall time of `function()` over `runs` calls, after `warmup` calls."""
     for _ in range(warmup):
@@ -53,3 +48,20 @@ def reference_params(path=None):
                     str(reference_checkpoint(workdir)), '--output', str(output), '--quiet'],
                    check=True, capture_output=True)
     return str(output)
+
+
+def cpu_description():
+    """'AMD EPYC 7B13, 2 cores, AVX2 (no AVX-512), Python 3.11.x': the CPU kind that a time belongs to."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open('/proc/cpuinfo') as stream:
+            for line in stream:
+                if line.startswith('model name') and ':' in line:
+                    model = line.split(':', 1)[1].strip()
+                elif line.startswith('flags') and ':' in line:
+                    flags = set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    isa = ('AVX-512' if 'avx512f' in flags else 'AVX2 (no AVX-512)' if 'avx2' in flags else
+           'no AVX2' if flags else 'flags unknown')
+    return '%s, %d cores, %s, Python %s' % (model, os.cpu_count(), isa, platform.python_version())

@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import REPO, machine, reference_checkpoint  # noqa: E402
+from bench.common import REPO, cpu_description, reference_checkpoint  # noqa: E402
 
 SCRIPT = str(REPO / 'converters' / 'extract_weights.py')
 
@@ -46,7 +46,7 @@ def main(argv=None):
                                                        os.path.join(workdir, 'b.params')]),
         ]
         print('extract_weights.py on the reference checkpoint (880 tensors, 732 converted), %s, median of %d\n'
-              % (machine(), args.runs))
+              % (cpu_description(), args.runs))
         print('| run | time | peak memory |')
         print('|---|---|---|')
         for name, command in rows:

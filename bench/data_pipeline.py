@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import machine, set_threads  # noqa: E402
+from bench.common import cpu_description, set_threads  # noqa: E402
 
 IMAGE_SIZE = (375, 500)  # (height, width) of a typical PASCAL VOC image
 
@@ -105,7 +105,7 @@ def main():
         print('AugmentedDataset through gluon.data.DataLoader, %d generated %dx%d JPEGs, batch %d, crop %d, '
               '%d epochs; %s; main process OMP_NUM_THREADS=%d, OpenCV threads %d (decoding is single-threaded), '
               'each worker process single-threaded (numpy)\n'
-              % (args.images, IMAGE_SIZE[1], IMAGE_SIZE[0], args.batch_size, args.crop, args.epochs, machine(),
+              % (args.images, IMAGE_SIZE[1], IMAGE_SIZE[0], args.batch_size, args.crop, args.epochs, cpu_description(),
                  args.threads, cv2.getNumThreads()))
         print('| worker processes | images/s | images/s per worker process |')
         print('|---|---|---|')

@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import machine, median_seconds, reference_params, set_threads  # noqa: E402
+from bench.common import cpu_description, median_seconds, reference_params, set_threads  # noqa: E402
 
 OFFICIAL_TF_SECONDS = {16: 0.67, 8: 2.2}  # official TF graph, 1 x 513 x 513, this 2-core machine
 
@@ -65,7 +65,7 @@ def main():
     params = reference_params(args.params)
     x = mx.nd.array(np.random.default_rng(0).uniform(0, 255, (1, 3, 513, 513)).astype(np.float32))
     print('CPU latency, 1 x 3 x 513 x 513, %s, OMP_NUM_THREADS=%d, oneDNN ISA cap %s, median of %d runs '
-          'after warm-up\n' % (machine(), args.threads, isa, args.runs))
+          'after warm-up\n' % (cpu_description(), args.threads, isa, args.runs))
     print('| output stride | MXNet hybridized | MXNet fused (oneDNN) | onnxruntime (CPU) | official TF graph '
           '| fused / TF | onnxruntime / TF |')
     print('|---|---|---|---|---|---|---|')

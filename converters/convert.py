@@ -38,10 +38,8 @@ def is_h5(path):
 
 
 def describe(metadata):
-    """'DeepLab v3+ (Xception-65), 21 classes': what converted parameters hold, for messages."""
-    if metadata['kind'] != 'deeplabv3plus':
-        return 'Xception-65 ImageNet classifier, %d classes' % metadata['num_classes']
-    return 'DeepLab v3%s (Xception-65), %d classes' % ('+' if metadata['decoder'] else '', metadata['num_classes'])
+    """'DeepLab v3+ (xception_65, OS16), 21 classes': what converted parameters hold, for messages."""
+    return metadata.get('description') or '%s, %d classes' % (metadata['kind'], metadata['num_classes'])
 
 
 def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log=print, optimizer_state=False):
@@ -72,7 +70,9 @@ def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log
             return None
         output = output or default_output(source)
         metadata = convert_h5(h5_path, output, progress=progress, optimizer_state=optimizer_state)
-    log('converted %s: %s' % (metadata['kind'], describe(metadata)))
+    log('converted: %s' % describe(metadata))
+    for note in metadata.get('not_recorded_in_checkpoint', ()):
+        log('  assumed, as the official release flags: %s' % note)
     log('wrote %s: %d parameters, %s values (every tensor mapped once, %d skipped by rule); details in %s'
         % (output, metadata['parameters'], format(metadata['values'], ','),
            sum(metadata['tensors']['skipped'].values()), metadata_path(output)))
@@ -80,5 +80,5 @@ def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log
         log('wrote %s: the %d %s slots of the checkpoint (train.py --init %s starts its optimizer from them)'
             % (momentum_path(output), metadata['optimizer_state']['tensors'], metadata['optimizer_state']['slot'],
                output))
-    log("load it with: net = mylib.%s; net.load_parameters(%r)" % (metadata['load_with'], output))
+    log('load it with: net = mylib.load_model(%r)' % output)
     return metadata

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert an official TF DeepLab v3+ (Xception-65) or ImageNet xception_65 checkpoint to Gluon.
+"""Convert an official TF DeepLab checkpoint (any family of the model zoo) or ImageNet backbone to Gluon.
 
     python converters/extract_weights.py deeplabv3_pascal_train_aug_2018_01_04.tar.gz
     python converters/extract_weights.py path/to/model.ckpt --output voc.params
@@ -8,9 +8,11 @@
     python converters/extract_weights.py --model xception65_coco_voc_trainaug     # download, convert, cache
     python converters/extract_weights.py --list-models
 
-Stage 1 reads the checkpoint with TensorFlow into a .h5 of TF-named arrays; stage 2 maps them onto
-the parameters of `mylib.DeepLabV3Plus(num_classes=N)` (or `mylib.Xception65`) and writes FILE.params
-plus FILE.json (kind, classes, source and its sha256, tensor counts). `--model NAME` does it for an
+Stage 1 reads the checkpoint with TensorFlow into a .h5 of TF-named arrays; stage 2 finds the family
+and variant from the tensors' names and shapes (Xception-41/65/71, DPC, ResNet-v1-beta, MobileNet-v2/v3),
+maps them onto the parameters of that network and writes FILE.params plus FILE.json (the model
+specification, classes, source and its sha256, tensor counts); `mylib.load_model(FILE.params)`
+builds it. `--model NAME` does it for an
 official release by name (mylib.zoo): downloaded once and converted once into $MXNET_HOME/models/deeplab.
 """
 import os
@@ -30,16 +32,16 @@ def convert_release(name, output, progress=True, log=print):
     cached by mylib.zoo on first use); return their metadata."""
     from mylib import zoo  # (MXNet and the converter load once the options are read)
     metadata = zoo.copy_params(name, output, progress=progress, log=log)
-    log('wrote %s: %s of %s, %d classes (cached in %s)'
-        % (output, metadata['kind'], name, metadata['num_classes'], zoo.model_root()))
-    log("load it with: net = mylib.%s; net.load_parameters(%r)" % (metadata['load_with'], output))
+    log('wrote %s: %s, %s (cached in %s)'
+        % (output, name, metadata.get('description', metadata['kind']), zoo.model_root()))
+    log('load it with: net = mylib.load_model(%r)' % output)
     return metadata
 
 
 def build_parser():
     parser = cli.ArgumentParser(
-        prog=PROG, description='Convert an official TF DeepLab v3+ Xception-65 (or ImageNet xception_65) checkpoint '
-                    'into Gluon parameters for mylib.DeepLabV3Plus (or mylib.Xception65).',
+        prog=PROG, description='Convert an official TF DeepLab checkpoint (Xception-41/65/71, DPC, ResNet-v1-beta, '
+                    'MobileNet-v2/v3) or ImageNet backbone into Gluon parameters for mylib.load_model.',
         epilog=__doc__.split('\n\n')[1])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('checkpoint', metavar='CKPT', nargs='?',
@@ -68,13 +70,7 @@ def build_parser():
 def list_models(log=print):
     """Print the official releases that --model knows: name, dataset, classes, published results."""
     from mylib import zoo
-    log('official Xception-65 releases (tensorflow/models research/deeplab/g3doc/model_zoo.md), '
-        'cached in %s:' % zoo.model_root())
-    for release in zoo.RELEASES.values():
-        log('  %-32s %-10s %4d classes  %s%s' % (
-            release.name, release.dataset, release.num_classes,
-            '; '.join(map(zoo.format_result, release.results)) or 'no published results',
-            '  (default)' if release.name == zoo.DEFAULT_MODEL else ''))
+    log(zoo.format_release_list())
 
 
 @cli.command(PROG)

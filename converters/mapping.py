@@ -1,19 +1,22 @@
-"""The one mapping from official TF DeepLab / Xception-65 variable names to Gluon parameter names.
+"""The mapping from official TF DeepLab variable names to Gluon parameter names, for every family.
 
-Everything here is plain Python and numpy: the table, the layout changes, the rule that tells
-optimizer slots from model variables, and the recognition of what a checkpoint holds.
-`python -m converters.mapping [deeplab|imagenet]` prints the whole table.
+Here: the kinds of layer and their tensors, the layout changes, the rule that tells optimizer slots
+from model variables, and the recognition of what a checkpoint holds (`detect_model`). Each family's
+rows (TF scope, Gluon block, layer kind) are in `converters/tables/<family>.py`, generated from the
+model's own block tables; the head's in `converters/tables/heads.py`. `LAYER_TENSORS` expands a row
+into its tensors. Parameters are never matched by order.
+`python -m converters.mapping [deeplab|imagenet]` prints the Xception-65 table.
 
-Gluon names are those of `save_parameters` / `load_parameters` for `mylib.DeepLabV3Plus` and
-`mylib.Xception65`. Each layer of the official graph is one row (TF scope, Gluon block, layer kind);
-`LAYER_TENSORS` expands a row into its tensors. Parameters are never matched by order.
+Gluon names are those of `save_parameters` / `load_parameters` of `mylib.models.build_network(spec)`.
 """
 import re
 import sys
 from collections import OrderedDict, namedtuple
 
+from converters.tables import mobilenet, resnet, xception
+from converters.tables.heads import detect_head, head_rows
 from mylib.errors import ConversionError
-from mylib.models.xception import XCEPTION_65
+from mylib.models.spec import CLASSIFICATION, FAMILIES, RELEASE_FLAGS, ModelSpec, default_rates, xception65_spec
 
 # --- the tensors of each kind of layer: (TF suffix, Gluon suffix, layout) -------------------------
 _BATCH_NORM = (
@@ -31,59 +34,30 @@ LAYER_TENSORS = {
     'conv_bias': (('weights', 'weight', 'conv'), ('biases', 'bias', 'vector')),
 }
 
-# --- Xception-65 blocks: mylib block name -> official scope ---------------------------------------
-BACKBONE_SCOPE = 'xception_65'
-BACKBONE_BLOCKS = OrderedDict([
-    ('entry_block1', 'entry_flow/block1'),
-    ('entry_block2', 'entry_flow/block2'),
-    ('entry_block3', 'entry_flow/block3'),
-    ('middle_block1', 'middle_flow/block1'),
-    ('exit_block1', 'exit_flow/block1'),
-    ('exit_block2', 'exit_flow/block2'),
-])
+# --- the rows of each network: (official scope, Gluon block, kind) -----------------------------------
+def deeplab_rows(spec):
+    """Rows of a DeepLab checkpoint: the family's backbone (under `backbone.`), then the head's."""
+    backbone = [(tf, 'backbone.' + gluon, kind) for tf, gluon, kind in FAMILY_TABLES[spec.family].rows(spec)]
+    return backbone + head_rows(spec)
 
 
-def _separable(tf_scope, gluon_block):
-    """The two rows of a separable conv: official `<scope>_depthwise` and `<scope>_pointwise`."""
-    return [(tf_scope + '_depthwise', gluon_block + '.depthwise', 'depthwise_bn'),
-            (tf_scope + '_pointwise', gluon_block + '.pointwise', 'conv_bn')]
+def classifier_rows(spec):
+    """Rows of an ImageNet checkpoint of the family of `spec`."""
+    return FAMILY_TABLES[spec.family].classifier_rows(spec)
 
 
-def backbone_layers():
-    """Rows of the Xception-65 backbone (same in the DeepLab and the ImageNet checkpoints)."""
-    rows = [('xception_65/entry_flow/conv1_1', 'backbone.conv1_1', 'conv_bn'),
-            ('xception_65/entry_flow/conv1_2', 'backbone.conv1_2', 'conv_bn')]
-    for spec in XCEPTION_65:
-        for unit in range(1, spec.units + 1):
-            tf_unit = '%s/%s/unit_%d/xception_module' % (BACKBONE_SCOPE, BACKBONE_BLOCKS[spec.name], unit)
-            gluon_unit = 'backbone.%s_unit%d' % (spec.name, unit)
-            for conv in (1, 2, 3):
-                rows += _separable('%s/separable_conv%d' % (tf_unit, conv),
-                                   '%s.separable_conv%d' % (gluon_unit, conv))
-            if spec.shortcut == 'conv':
-                rows.append((tf_unit + '/shortcut', gluon_unit + '.shortcut', 'conv_bn'))
-    return rows
+def rows_for(spec):
+    return classifier_rows(spec) if spec.task == CLASSIFICATION else deeplab_rows(spec)
 
 
 def deeplab_layers(num_atrous=3, decoder=True):
-    """Rows of DeepLab v3+: backbone, ASPP, decoder, logits (official model.py scopes)."""
-    rows = backbone_layers()
-    rows += [('image_pooling', 'aspp.image_pooling', 'conv_bn'),
-             ('aspp0', 'aspp.aspp0', 'conv_bn')]
-    for branch in range(1, num_atrous + 1):
-        rows += _separable('aspp%d' % branch, 'aspp.aspp%d' % branch)
-    rows += [('concat_projection', 'aspp.projection', 'conv_bn')]
-    if decoder:
-        rows += [('decoder/feature_projection0', 'decoder.feature_projection', 'conv_bn')]
-        rows += _separable('decoder/decoder_conv0', 'decoder.conv0')
-        rows += _separable('decoder/decoder_conv1', 'decoder.conv1')
-    rows += [('logits/semantic', 'logits', 'conv_bias')]
-    return rows
+    """Rows of the Xception-65 DeepLab v3+ releases (DeepLab v3 with decoder=False)."""
+    return deeplab_rows(xception65_spec(decoder=decoder, atrous_rates=default_rates(16)[:num_atrous]))
 
 
 def imagenet_layers():
     """Rows of the ImageNet `xception_65` classifier: backbone and `xception_65/logits`."""
-    return backbone_layers() + [('xception_65/logits', 'logits', 'conv_bias')]
+    return xception.classifier_rows('xception_65')
 
 
 def tensor_table(layers):
@@ -127,50 +101,114 @@ MOMENTUM_SLOT = 'Momentum'
 SLOT_GROUP = 'optimizer_slots'
 
 
+# The 8-bit quantization-aware releases (tf.contrib.quantize) keep the ranges of their fake-quantization
+# ops as `<layer>/weights_quant/{min,max}` and `<layer>/act_quant/{min,max}`: the float weights beside
+# them are the model, and the network runs them in float32.
+QUANTIZATION_RANGE = re.compile(r'(^|/)\w*_quant/(min|max)$')
+
+
 def skip_reason(name):
-    """'optimizer slot' or 'training state' for tensors a converter skips by rule, else None."""
+    """'optimizer slot', 'training state' or 'quantization range' for tensors a converter skips by rule,
+    else None."""
     if name.rsplit('/', 1)[-1] in OPTIMIZER_SLOTS and '/' in name:
         return 'optimizer slot'
     if name in TRAINING_STATE:
         return 'training state'
+    if QUANTIZATION_RANGE.search(name):
+        return 'quantization range'
     return None
 
 
 # --- what a checkpoint holds -----------------------------------------------------------------------
-Architecture = namedtuple('Architecture', ['kind', 'num_classes', 'decoder', 'num_atrous'])
-Architecture.__doc__ = """What a checkpoint is. kind: 'deeplabv3plus' (DeepLab v3+ or, with decoder=False,
-DeepLab v3) or 'xception65_imagenet'; num_classes: size of the logits; num_atrous: ASPP rate branches."""
+FamilyTable = namedtuple('FamilyTable', ['detect', 'rows', 'classifier_rows'])
+FamilyTable.__doc__ = """A family's part of the mapping. detect(shapes) -> (ModelSpec fields, ImageNet classes or
+None) or None when the checkpoint is not of the family; rows(spec) -> backbone rows; classifier_rows(spec)."""
 
 
-def detect_architecture(shapes):
-    """The Architecture of a checkpoint from its model tensors' {name: shape}.
+def _xception_detect(shapes):
+    found = xception.detect(shapes)
+    if found is None:
+        return None
+    logits = shapes.get(found['model_variant'] + '/logits/weights')
+    return found, None if logits is None else int(logits[-1])
 
-    Raises ConversionError, naming what was found, for anything that is not an official Xception-65
-    DeepLab or ImageNet checkpoint.
+
+def _resnet_detect(shapes):
+    found = resnet.detect(shapes)
+    if found is None:
+        return None
+    return {'model_variant': 'resnet_v1_%d_beta' % found['depth']}, found['imagenet_classes']
+
+
+def _mobilenet_detect(shapes):
+    found = mobilenet.detect(shapes)
+    if found is None:
+        return None
+    return ({'model_variant': found['variant'], 'depth_multiplier': found['depth_multiplier']},
+            found['num_classes'] if found['classifier'] else None)
+
+
+def _depth(spec):
+    return int(spec.model_variant.split('_')[2])  # resnet_v1_101_beta -> 101
+
+
+FAMILY_TABLES = {
+    'xception': FamilyTable(_xception_detect, lambda spec: xception.backbone_rows(spec.model_variant),
+                            lambda spec: xception.classifier_rows(spec.model_variant)),
+    'resnet': FamilyTable(_resnet_detect, lambda spec: resnet.backbone_rows(_depth(spec)),
+                          lambda spec: resnet.classifier_rows(_depth(spec))),
+    'mobilenet': FamilyTable(_mobilenet_detect,
+                             lambda spec: mobilenet.backbone_rows(spec.model_variant, spec.depth_multiplier,
+                                                                  spec.divisible_by),
+                             lambda spec: mobilenet.classifier_rows(spec.depth_multiplier)),
+}
+
+
+def _scopes(names, limit=8):
+    scopes = sorted({name.split('/', 1)[0] for name in names})
+    return ', '.join(scopes[:limit]) + (', ...' if len(scopes) > limit else '')
+
+
+def detect_model(shapes):
+    """(ModelSpec, notes) of a checkpoint from its model tensors' {name: shape}.
+
+    The family and variant come from the backbone's official scope and shapes; the head from the head's
+    names and shapes; what a checkpoint does not record (output stride, atrous rates, ...) from the
+    official release flags of the family (`mylib.models.spec.RELEASE_FLAGS`), said in `notes`.
+    Raises ConversionError, naming what was found, for anything else.
     """
-    names = list(shapes)
-    if not any(name.startswith(BACKBONE_SCOPE + '/') for name in names):
-        scopes = sorted({name.split('/', 1)[0] for name in names})
-        raise ConversionError('not an Xception-65 checkpoint: no %s/ variables (its scopes: %s); this converter '
-                           'reads the DeepLab v3+ Xception-65 and ImageNet xception_65 checkpoints'
-                           % (BACKBONE_SCOPE, ', '.join(scopes[:8]) + (', ...' if len(scopes) > 8 else '')))
-    if 'logits/semantic/weights' in shapes:
-        atrous = [int(m.group(1)) for m in (re.match(r'aspp(\d+)_depthwise/depthwise_weights$', n)
-                                            for n in names) if m]
-        return Architecture('deeplabv3plus', int(shapes['logits/semantic/weights'][-1]),
-                            any(name.startswith('decoder/') for name in names), len(atrous))
-    if BACKBONE_SCOPE + '/logits/weights' in shapes:
-        return Architecture('xception65_imagenet', int(shapes[BACKBONE_SCOPE + '/logits/weights'][-1]),
-                            False, 0)
-    raise ConversionError('Xception-65 checkpoint without logits: neither logits/semantic/weights (DeepLab) '
-                       'nor %s/logits/weights (ImageNet) is in it' % BACKBONE_SCOPE)
+    found = [(family, result) for family, table in FAMILY_TABLES.items()
+             for result in [table.detect(shapes)] if result is not None]
+    if len(found) != 1:
+        raise ConversionError('not an official DeepLab or ImageNet checkpoint of a known family (%s): %s; its '
+                              'scopes: %s' % (', '.join(sorted(FAMILIES)),
+                                              'several backbones' if found else 'no known backbone scope',
+                                              _scopes(shapes)))
+    family, (fields, imagenet_classes) = found[0]
+    defaults = RELEASE_FLAGS[fields['model_variant']]
+    segmentation = any(name.startswith(prefix) for name in shapes
+                       for prefix in ('logits/semantic/', 'aspp0/', 'meta_architecture/', 'decoder/'))
+    if not segmentation:
+        if imagenet_classes is None:
+            raise ConversionError('%s checkpoint without logits: neither logits/semantic (DeepLab) nor the '
+                                  'ImageNet logits are in it' % fields['model_variant'])
+        return ModelSpec(task=CLASSIFICATION, num_classes=imagenet_classes, output_stride=32, **fields), []
+    try:
+        head, notes = detect_head(shapes, defaults)
+    except ValueError as error:
+        raise ConversionError(str(error)) from None
+    fields.update({name: value for name, value in defaults.items() if name in ('multi_grid',)})
+    if 'multi_grid' in fields:
+        notes.append('multi_grid %s (the official flags; a checkpoint does not record it)' % (fields['multi_grid'],))
+    try:
+        return ModelSpec(**fields, **head), notes
+    except ValueError as error:
+        raise ConversionError('unsupported head: %s' % error) from None
 
 
-def table_for(architecture):
-    """The tensor table of an Architecture."""
-    if architecture.kind == 'deeplabv3plus':
-        return tensor_table(deeplab_layers(architecture.num_atrous, architecture.decoder))
-    return tensor_table(imagenet_layers())
+def table_for(spec):
+    """The tensor table of a ModelSpec."""
+    return tensor_table(rows_for(spec))
 
 
 def main(argv):

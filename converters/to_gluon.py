@@ -10,23 +10,18 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from converters.mapping import MOMENTUM_SLOT, SLOT_GROUP, detect_architecture, skip_reason, table_for, to_gluon_layout
+from converters.mapping import MOMENTUM_SLOT, SLOT_GROUP, detect_model, skip_reason, table_for, to_gluon_layout
 from mylib.errors import ConversionError
 from mylib.fileio import atomic_path, write_json
 from mylib.weights import metadata_path, momentum_path
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: the model specification in the JSON (every family)
 
 
-def build_model(architecture):
-    """The mylib network whose parameters an Architecture's checkpoint fills."""
-    from mylib import DeepLabV3Plus, Xception65
-    if architecture.kind == 'xception65_imagenet':
-        return Xception65(num_classes=architecture.num_classes)
-    if architecture.num_atrous != 3:
-        raise ConversionError('DeepLab checkpoint with %d ASPP rate branches (aspp1...); the official '
-                              'Xception-65 releases have 3' % architecture.num_atrous)
-    return DeepLabV3Plus(num_classes=architecture.num_classes, decoder=architecture.decoder)
+def build_model(spec):
+    """The mylib network whose parameters a checkpoint of `spec` fills."""
+    from mylib.models import build_network
+    return build_network(spec)
 
 
 def _list_arrays(h5):
@@ -87,9 +82,9 @@ def convert_h5(h5_path, params_path, progress=True, optimizer_state=False):
         slots = {name[len(SLOT_GROUP) + 1:]: datasets.pop(name) for name in list(datasets)
                  if name.startswith(SLOT_GROUP + '/')}
         shapes = {name: dataset.shape for name, dataset in datasets.items() if not skip_reason(name)}
-        architecture = detect_architecture(shapes)
-        table = table_for(architecture)
-        model = build_model(architecture)
+        spec, notes = detect_model(shapes)
+        table = table_for(spec)
+        model = build_model(spec)
         expected = {name: param.shape for name, param in model._collect_params_with_prefix().items()}
         homes = [gluon_name for gluon_name, _ in table.values()]
         if sorted(homes) != sorted(expected):  # the table and the network disagree: a bug here
@@ -116,13 +111,11 @@ def convert_h5(h5_path, params_path, progress=True, optimizer_state=False):
         with atomic_path(momentum_path(params_path)) as temporary:
             mx.nd.save(temporary, momenta)
     metadata = {
-        'kind': architecture.kind,
-        'num_classes': architecture.num_classes,
-        'decoder': architecture.decoder,
-        'load_with': ('Xception65(num_classes=%d)' % architecture.num_classes
-                      if architecture.kind == 'xception65_imagenet' else
-                      'DeepLabV3Plus(num_classes=%d%s)'
-                      % (architecture.num_classes, '' if architecture.decoder else ', decoder=False')),
+        'kind': spec.task,
+        'num_classes': spec.num_classes,
+        'model': spec.to_json(),
+        'description': spec.describe(),
+        'not_recorded_in_checkpoint': notes,
         'source': str(attributes.get('source', os.path.abspath(h5_path))),
         'source_files': json.loads(attributes.get('source_files', '[]')),
         'tensors': _tensor_counts(len(table), skipped, json.loads(attributes.get('skipped', '{}'))),

@@ -1,4 +1,4 @@
-"""Export a DeepLabV3Plus for serving: MXNet symbol + parameters, or ONNX at a fixed input size.
+"""Export a DeepLab network for serving: MXNet symbol + parameters, or ONNX at a fixed input size.
 
 The Gluon model is size-agnostic: its bilinear resizes take their output size from another tensor
 (`BilinearResize2D(mode='like')`) and image pooling is spread back over the map with
@@ -61,14 +61,46 @@ def entry_shapes(graph, entries, input_shape):
     return [tuple(shape) for shape in shapes]
 
 
+def _steps(node):
+    return node.get('attrs', {}).get('step', '').replace(' ', '')
+
+
+def fixed_size_subsampling(graph, input_shape):
+    """Replace in `graph` (a symbol's JSON) each pair of slices of `tf_same.every_second_from_end` (steps
+    -2 then -1: rows H - 1, H - 3, ... whatever H's parity) by the one slice with step 2 that takes the same
+    rows at the known size, from (H - 1) % 2: mxnet 1.9's ONNX exporter translates no negative step."""
+    nodes = graph['nodes']
+    pairs = []
+    for index, node in enumerate(nodes):
+        if node['op'] == 'slice' and _steps(node) == '(1,1,-2,-2)':
+            restore = [later for later, other in enumerate(nodes) if other['op'] == 'slice'
+                       and _steps(other) == '(1,1,-1,-1)' and other['inputs'][0][0] == index]
+            if len(restore) != 1:
+                raise NotImplementedError('%s: a step -2 slice without its restoring slice' % node['name'])
+            pairs.append((index, restore[0]))
+    if not pairs:
+        return graph
+    shapes = entry_shapes(graph, [nodes[first]['inputs'][0] for first, _ in pairs], input_shape)
+    moved = {}
+    for (first, restore), (_, _, height, width) in zip(pairs, shapes):
+        nodes[first]['attrs'] = {'begin': str((None, None, (height - 1) % 2, (width - 1) % 2)),
+                                 'end': str((None, None, None, None)), 'step': str((1, 1, 2, 2))}
+        moved[restore] = first
+    for node in nodes:  # whatever read the restoring slice reads the single one
+        node['inputs'] = [[moved.get(entry[0], entry[0])] + list(entry[1:]) for entry in node['inputs']]
+    graph['heads'] = [[moved.get(entry[0], entry[0])] + list(entry[1:]) for entry in graph['heads']]
+    return graph
+
+
 def fixed_size_graph(symbol, input_shape):
     """`symbol` with its size-taking operators replaced by fixed sizes for `input_shape` (NCHW).
 
     `BilinearResize2D(x, like=y, mode='like')` -> `BilinearResize2D(x, height=, width=)` with y's
     height and width; `broadcast_like(x, y)` of a 1 x 1 map -> `tile(x, reps=(1, 1, H, W))` with
-    y's. Neither replacement depends on the batch size; every other node is kept as it is.
+    y's; TF 'SAME' subsampling (`fixed_size_subsampling`) -> one slice with step 2. No replacement
+    depends on the batch size; every other node is kept as it is.
     """
-    graph = json.loads(symbol.tojson())
+    graph = fixed_size_subsampling(json.loads(symbol.tojson()), input_shape)
     resizes = [node for node in graph['nodes'] if node['op'] == '_contrib_BilinearResize2D'
                and node.get('attrs', {}).get('mode') == 'like']
     broadcasts = [node for node in graph['nodes'] if node['op'] == 'broadcast_like']
@@ -79,7 +111,7 @@ def fixed_size_graph(symbol, input_shape):
                                       'exported' % (node['name'], axes))
     changed = resizes + broadcasts
     if not changed:
-        return symbol
+        return mx.sym.load_json(json.dumps(graph))
     shapes = entry_shapes(graph, [node['inputs'][1] for node in changed]
                           + [node['inputs'][0] for node in broadcasts], input_shape)
     for node, pooled_shape in zip(broadcasts, shapes[len(changed):]):

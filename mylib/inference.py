@@ -52,7 +52,8 @@ def uses_onednn(ctx):
 
 
 class LogitsRunner:
-    """Runs a DeepLabV3Plus for inference and returns its stride-4 logits (NCHW NDArray).
+    """Runs a DeepLab network for inference and returns its logits before the final upsampling (NCHW NDArray,
+    at `net.logits_stride`).
 
     The graph is built once on the first call: hybridized with static memory, and on a CPU with
     oneDNN also fused (convolution + batch norm + ReLU + sum, exact to about 1e-5 of the logits).
@@ -101,7 +102,7 @@ def average_probabilities(runner, canvases, scales=(1.0,), flip=False):
     `canvases` are padded images (pixel values 0-255) on the device the runner's network is on.
     """
     canvas_size = canvases.shape[2:]
-    logits_stride = 4 if runner.view.net.decoder is not None else runner.view.net.output_stride
+    logits_stride = runner.view.net.logits_stride
     total, branches = None, 0
     for scale in scales:
         scaled_size, logits_size = branch_sizes(canvas_size, scale, logits_stride)

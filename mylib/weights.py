@@ -6,7 +6,8 @@ import mxnet as mx
 
 from .data.specs import DATASETS
 from .errors import WeightsError, library_reason
-from .models import DeepLabV3Plus
+from .models import DeepLabV3Plus, build_network
+from .models.spec import ModelSpec, xception65_spec
 
 
 def metadata_path(params_path):
@@ -90,4 +91,64 @@ def load_deeplab(path, output_stride=16, ctx=None, atrous_rates=None):
         raise WeightsError('%s: does not fit DeepLabV3Plus(num_classes=%d%s): %s'
                            % (path, num_classes, '' if decoder else ', decoder=False',
                               library_reason(error, 300))) from None
+    return net
+
+
+def spec_of(path, params=None):
+    """The ModelSpec of a parameters file: from the JSON beside it (written by the converter, the zoo and
+    training), else, for files of earlier versions, the Xception-65 DeepLab its parameters describe."""
+    metadata = read_metadata(path)
+    if 'model' in metadata:
+        return ModelSpec.from_json(metadata['model'], metadata_path(path))
+    params = read_params(path) if params is None else params
+    if 'logits.weight' in params and not any(name.startswith('aspp.') for name in params):
+        return ModelSpec('xception_65', int(params['logits.weight'].shape[0]), task='classification', output_stride=32)
+    num_classes, decoder = describe_params(params, path)
+    return xception65_spec(num_classes, decoder=decoder)
+
+
+def fitting_crop(net, crop_size, given, option='--crop-size'):
+    """The crop a segmentation network runs at: `crop_size`, grown to `net.minimum_input` when it was a
+    default (`given` False); OptionError naming `option` when a given crop is smaller than that."""
+    from .errors import OptionError
+    minimum = net.minimum_input
+    if crop_size[0] >= minimum[0] and crop_size[1] >= minimum[1]:
+        return tuple(crop_size)
+    if given:
+        raise OptionError('%s %dx%d is smaller than the %dx%d that %s takes (its image pooling window is fixed)'
+                          % ((option,) + tuple(crop_size) + tuple(minimum) + (net.spec.describe(),)))
+    return max(crop_size[0], minimum[0]), max(crop_size[1], minimum[1])
+
+
+def load_segmentation(path, output_stride=None, ctx=None):
+    """`load_model` for what segments images: a WeightsError naming the file if it holds a classifier."""
+    spec = spec_of(path)
+    if spec.task != 'segmentation':
+        raise WeightsError('%s holds %s, not a segmentation network: use it with train.py --init to train DeepLab'
+                           % (path, spec.describe()))
+    return load_model(path, output_stride, ctx)
+
+
+def load_model(path, output_stride=None, ctx=None):
+    """The network that a converted (or trained) parameters file holds, with its weights.
+
+    A segmentation network (NCHW float32 RGB 0-255 in, logits at the input's size out) or an ImageNet
+    classifier (N x classes logits), as the JSON beside the file specifies (`spec_of`).
+    output_stride: run a segmentation network at another output stride than its release's (8, 16, 32;
+    the atrous rates follow). ctx: an mx.Context or a list of them (default CPU).
+    Raises WeightsError naming the file.
+    """
+    spec = spec_of(path)
+    if output_stride is not None and spec.task == 'segmentation':
+        try:
+            spec = spec.with_output_stride(output_stride)
+            net = build_network(spec)
+        except ValueError as error:
+            raise WeightsError('%s at output stride %s: %s' % (path, output_stride, error)) from None
+    else:
+        net = build_network(spec)
+    try:
+        net.load_parameters(os.fspath(path), ctx=ctx or mx.cpu())
+    except (AssertionError, mx.base.MXNetError) as error:
+        raise WeightsError('%s: does not fit %s: %s' % (path, spec.describe(), library_reason(error, 300))) from None
     return net

@@ -5,6 +5,7 @@ TensorFlow is only ever imported in subprocesses (the converter's reading stage,
 `helpers.write_tf_checkpoint` for generated checkpoints), never in the test process next to mxnet.
 """
 import os
+import shutil
 
 os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count() or 1))  # before mxnet is imported
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -15,7 +16,7 @@ os.environ.setdefault('MXNET_SUBGRAPH_VERBOSE', '0')
 os.environ.setdefault('MXNET_CPU_TEMP_COPY', '64')
 
 import pytest  # noqa: E402
-from helpers import REFERENCE, run_script  # noqa: E402
+from helpers import REFERENCE, ZOO_REFERENCES, run_script, write_zoo_checkpoints  # noqa: E402
 
 
 @pytest.fixture(scope='session')
@@ -45,3 +46,17 @@ def reference_net(converted_reference):
     net.load_parameters(str(converted_reference[0]))
     net.hybridize(static_alloc=True, static_shape=True)
     return net
+
+
+@pytest.fixture(scope='session')
+def zoo_params(tmp_path_factory):
+    """{reference folder: (converted .params, converter stdout)} for every zoo reference."""
+    root = tmp_path_factory.mktemp('zoo')
+    checkpoints = write_zoo_checkpoints(root, ZOO_REFERENCES.values())
+    converted = {}
+    for folder, name in ZOO_REFERENCES.items():
+        output = root / (name + '.params')
+        result = run_script('converters/extract_weights.py', checkpoints[name], '--output', output)
+        shutil.rmtree(checkpoints[name].parent)  # up to 365 MB each
+        converted[folder] = (output, result.stdout)
+    return converted

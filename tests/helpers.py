@@ -153,3 +153,35 @@ def train_args(data, run_dir, *extra, iterations=4, gpus='cpu'):
 def read_metrics(run_dir):
     with open(os.path.join(run_dir, 'metrics.jsonl')) as stream:
         return [json.loads(line) for line in stream]
+
+
+# --- the official model zoo references (../shared/reference/zoo) -------------------------------------
+ZOO = REFERENCE / 'zoo'
+ZOO_REFERENCES = {  # folder of outputs -> checkpoint recipe (manifest_<name>.json, statistics_<name>.npz)
+    'x71_dpc_os16': 'x71_dpc_cityscapes19',
+    'r101_v3_os16': 'r101_v3_voc21',
+    'mnv2_voc_os16': 'mnv2_voc21',
+    'mnv3l_city': 'mnv3l_city19',
+    'mnv2_imagenet': 'mnv2_imagenet1001',
+}
+
+
+def write_zoo_checkpoints(folder, names):
+    """Write the TF checkpoints of the zoo recipes `names` as `folder/<name>/model.ckpt` with the
+    reference's own make_checkpoint.py, in one subprocess (TensorFlow loads once)."""
+    code = ('import runpy, sys\n'
+            'make, zoo, out = runpy.run_path(sys.argv[1]), sys.argv[2], sys.argv[3]\n'
+            'for name in sys.argv[4:]:\n'
+            '    make["main"]([sys.argv[1], "%s/manifest_%s.json" % (zoo, name),\n'
+            '                  "%s/statistics_%s.npz" % (zoo, name), "%s/%s/model.ckpt" % (out, name)])\n')
+    subprocess.run([sys.executable, '-c', code, str(REFERENCE / 'make_checkpoint.py'), str(ZOO), str(folder)]
+                   + list(names), check=True, capture_output=True)
+    return {name: Path(folder) / name / 'model.ckpt' for name in names}
+
+
+def zoo_input(image, crop, value=127.5):
+    """H x W x 3 uint8 -> 1 x 3 x crop[0] x crop[1] float32 NDArray, padded at bottom/right with `value`."""
+    import mxnet as mx
+    canvas = np.full((crop[0], crop[1], 3), value, np.float32)
+    canvas[:image.shape[0], :image.shape[1]] = image
+    return mx.nd.array(canvas.transpose(2, 0, 1)[None])

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from helpers import REFERENCE, one_line_error, reference_manifest, run_script, write_tf_checkpoint
 
-from converters.mapping import deeplab_layers, detect_architecture, skip_reason, tensor_table, to_gluon_layout
+from converters.mapping import deeplab_layers, detect_model, skip_reason, tensor_table, to_gluon_layout
 from mylib import DeepLabV3Plus, Xception65
+from mylib.models.spec import xception65_spec
 
 SCRIPT = 'converters/extract_weights.py'
 
@@ -60,25 +61,38 @@ def test_layouts_move_the_right_axes():
 
 
 @pytest.mark.fast
+def test_optimizer_slots_training_state_and_quantization_ranges_are_skipped_by_rule():
+    """The 8-bit quantization-aware releases keep fake-quantization ranges beside their float weights."""
+    assert skip_reason('MobilenetV2/Conv/weights_quant/min') == 'quantization range'
+    assert skip_reason('MobilenetV2/expanded_conv_1/project/act_quant/max') == 'quantization range'
+    assert skip_reason('aspp0/weights/Momentum') == 'optimizer slot' and skip_reason('global_step') == 'training state'
+    assert skip_reason('MobilenetV2/Conv/weights') is None
+    assert skip_reason('decoder/feature_projection0/weights') is None
+
+
+@pytest.mark.fast
 def test_detects_what_a_checkpoint_is():
     tensors = model_tensors()
-    assert tuple(detect_architecture(tensors)) == ('deeplabv3plus', 21, True, 3)
+    spec, notes = detect_model(tensors)
+    assert spec == xception65_spec(21) and spec.atrous_rates == (6, 12, 18) and spec.decoder_output_stride == (4,)
+    assert any('atrous rates' in note for note in notes)  # what the checkpoint does not record is said
     no_decoder = {k: v for k, v in tensors.items() if not k.startswith('decoder/')}
-    assert detect_architecture(no_decoder).decoder is False
+    assert detect_model(no_decoder)[0].decoder_output_stride is None
 
 
 # --- what a user gets ------------------------------------------------------------------------------
 def test_conversion_output_and_metadata(converted_reference, reference_checkpoint):
     params, stdout = converted_reference
     metadata = json.loads(params.with_suffix('.json').read_text())
-    assert metadata['kind'] == 'deeplabv3plus' and metadata['num_classes'] == 21
+    assert metadata['kind'] == 'segmentation' and metadata['num_classes'] == 21
+    assert metadata['model']['model_variant'] == 'xception_65'
     assert metadata['tensors'] == {'read': 880, 'converted': 732,
                                    'skipped': {'optimizer slot': 147, 'training state': 1}}
     assert metadata['parameters'] == 732 and metadata['values'] == 41258213
     data = str(reference_checkpoint) + '.data-00000-of-00001'
     hashes = {os.path.basename(f['path']): f['sha256'] for f in metadata['source_files']}
     assert hashes[os.path.basename(data)] == hashlib.sha256(open(data, 'rb').read()).hexdigest()
-    assert 'DeepLabV3Plus(num_classes=21)' in stdout and '41,258,213' in stdout
+    assert 'DeepLab v3+ (xception_65, OS16), 21 classes' in stdout and '41,258,213' in stdout
     assert sorted(os.listdir(params.parent)) == ['voc21.json', 'voc21.params']  # no temporary left
 
 
@@ -148,7 +162,7 @@ def test_two_stages_and_second_stage_without_tensorflow(zero_checkpoint, tmp_pat
     blocked = ("import runpy, sys; sys.modules['tensorflow'] = None; sys.argv = sys.argv[1:]; "
                "runpy.run_path(sys.argv[0], run_name='__main__')")
     result = run_script('-c', blocked, SCRIPT, h5, '--output', tmp_path / 'from_h5.params')
-    assert 'converted deeplabv3plus' in result.stdout
+    assert 'converted: DeepLab v3+ (xception_65, OS16), 21 classes' in result.stdout
     metadata = json.loads((tmp_path / 'from_h5.json').read_text())
     assert metadata['tensors']['read'] == 734  # the slot and global_step were counted in stage 1
 
@@ -163,12 +177,12 @@ def test_imagenet_checkpoint_converts_to_xception65(tmp_path):
     arrays['xception_65/logits/biases'] = recipe.reference_value('xception_65/logits/biases', (1001,))
     prefix = write_tf_checkpoint(tmp_path / 'model.ckpt', arrays)
     result = convert(prefix, tmp_path, check=True)
-    assert 'Xception65(num_classes=1001)' in result.stdout
+    assert 'xception_65 ImageNet classifier, 1001 classes' in result.stdout
     net = Xception65(1001)
     net.load_parameters(str(tmp_path / 'out.params'))
     rng = np.random.default_rng(1)
     x = mx.nd.array(rng.uniform(0, 255, (1, 3, 96, 96)).astype(np.float32))
-    features = net.backbone(x * (2 / 255.) - 1)[1].asnumpy()
+    features = net.backbone(x * (2 / 255.) - 1)[-1].asnumpy()
     expected = features.mean(axis=(2, 3)) @ arrays['xception_65/logits/weights'][0, 0] \
         + arrays['xception_65/logits/biases']
     assert np.allclose(net(x).asnumpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
@@ -258,10 +272,11 @@ def test_corrupted_archive(tmp_path, out_dir):
 
 
 def test_checkpoint_of_another_architecture(tmp_path, out_dir):
-    names = ['MobilenetV2/Conv/weights', 'MobilenetV2/Conv/BatchNorm/gamma', 'aspp0/weights',
+    names = ['InceptionV3/Conv2d_1a_3x3/weights', 'InceptionV3/Conv2d_1a_3x3/BatchNorm/beta', 'aspp0/weights',
              'image_pooling/weights', 'logits/semantic/weights', 'logits/semantic/biases']
-    prefix = write_tf_checkpoint(tmp_path / 'mobilenet.ckpt', tiny_deeplab(names))
-    assert_refused(convert(prefix, out_dir), out_dir, 'not an Xception-65 checkpoint', 'MobilenetV2')
+    prefix = write_tf_checkpoint(tmp_path / 'inception.ckpt', tiny_deeplab(names))
+    assert_refused(convert(prefix, out_dir), out_dir, 'not an official DeepLab or ImageNet checkpoint',
+                   'no known backbone scope', 'InceptionV3')
 
 
 def test_checkpoint_missing_a_tensor(tmp_path, out_dir):
@@ -279,9 +294,9 @@ def test_checkpoint_with_an_unexpected_tensor(tmp_path, out_dir):
 
 def test_tensor_of_the_wrong_shape(tmp_path, out_dir):
     arrays = {name: np.zeros(shape, np.float32) for name, shape in model_tensors().items()}
-    arrays['aspp0/weights'] = np.zeros((1, 1, 2048, 128), np.float32)
+    arrays['aspp1_pointwise/weights'] = np.zeros((1, 1, 2048, 128), np.float32)
     prefix = write_tf_checkpoint(tmp_path / 'model.ckpt', arrays)
-    assert_refused(convert(prefix, out_dir), out_dir, 'aspp0/weights', '(1, 1, 2048, 128)')
+    assert_refused(convert(prefix, out_dir), out_dir, 'aspp1_pointwise/weights', '(1, 1, 2048, 128)')
 
 
 def test_help_describes_inputs():

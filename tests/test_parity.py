@@ -72,6 +72,7 @@ def test_predict_script_gives_the_official_labels(converted_reference, tmp_path)
 # Each stage of the official graph (stages.json) as what a block of ours takes or gives, recorded from the
 # model's own forward pass: stage -> (block path, 'input' or 'output', index in it, first channels or None).
 # An index applies to a tuple (a block's inputs, or the outputs of a block that returns two); None: one output.
+# 'corner' instead of channels: the top-left pixel of a map that spreads one vector everywhere.
 STAGE_TAPS = {
     'preprocessed_input': ('backbone.conv1_1', 'input', 0, None),
     'entry_flow_conv1_1': ('backbone.conv1_1', 'output', None, None),
@@ -87,8 +88,8 @@ STAGE_TAPS = {
     'exit_flow_block2_sepconv1_depthwise': ('backbone.exit_block2_unit1.separable_conv1.depthwise', 'output', None,
                                             None),
     'backbone_output': ('backbone', 'output', 1, None),  # (skip, features)
-    'image_pooling_pooled': ('aspp.image_pooling', 'input', 0, None),
-    'image_pooling': ('aspp.image_pooling', 'output', None, None),
+    'image_pooling_pooled': ('aspp.image_pooling.conv', 'input', 0, None),
+    'image_pooling': ('aspp.image_pooling', 'output', None, 'corner'),  # the 1x1 feature, spread over the map
     'image_pooling_resized': ('aspp.projection', 'input', 0, HEAD_DEPTH),  # the first branch of the concat
     'aspp0': ('aspp.aspp0', 'output', None, None),
     'aspp1_depthwise': ('aspp.aspp1.depthwise', 'output', None, None),
@@ -119,7 +120,7 @@ def trace_stages(net, x):
     for stage, (path, side, index, channels) in STAGE_TAPS.items():
         value = taps[path].inputs if side == 'input' else taps[path].output
         value = value if index is None else value[index]
-        value = value if channels is None else value[:, :channels]
+        value = value[:, :, :1, :1] if channels == 'corner' else value if channels is None else value[:, :channels]
         stages[stage] = value.asnumpy().transpose(0, 2, 3, 1)
     return stages
 

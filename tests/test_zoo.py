@@ -20,7 +20,9 @@ import pytest
 from helpers import reference_manifest, run_script, write_tf_checkpoint
 
 from converters.mapping import skip_reason
-from mylib import DeepLabV3Plus, zoo
+from mylib import DeepLab, zoo
+from mylib.data.specs import DATASETS
+from mylib.models.spec import FAMILIES
 
 SCRIPT = 'converters/extract_weights.py'
 ARCHIVE = 'deeplabv3_pascal_train_aug_2018_01_04.tar.gz'  # model_zoo.md: xception65_coco_voc_trainaug
@@ -145,22 +147,97 @@ def files_in(folder):
 # --- the release facts ------------------------------------------------------------------------------
 @pytest.mark.fast
 def test_releases_follow_the_official_model_zoo():
-    assert list(zoo.RELEASES) == ['xception65_coco_voc_trainaug', 'xception65_coco_voc_trainval',
-                                  'xception65_cityscapes_trainfine', 'xception65_ade20k_train', 'xception_65']
+    by_dataset = {}
+    for release in zoo.RELEASES.values():
+        by_dataset.setdefault(release.dataset, []).append(release.name)
+    # model_zoo.md (newest stored version) + quantize.md's two 8-bit releases; slim's MobileNet-v2 at 224
+    assert by_dataset == {
+        'voc': ['mobilenetv2_dm05_coco_voc_trainaug', 'mobilenetv2_dm05_coco_voc_trainval',
+                'mobilenetv2_coco_voc_trainaug', 'mobilenetv2_coco_voc_trainval', 'xception65_coco_voc_trainaug',
+                'xception65_coco_voc_trainval', 'mobilenetv2_dm05_coco_voc_trainaug_8bit',
+                'mobilenetv2_coco_voc_trainaug_8bit'],
+        'cityscapes': ['mobilenetv2_coco_cityscapes_trainfine', 'mobilenetv3_large_cityscapes_trainfine',
+                       'mobilenetv3_small_cityscapes_trainfine', 'xception65_cityscapes_trainfine',
+                       'xception71_dpc_cityscapes_trainfine', 'xception71_dpc_cityscapes_trainval'],
+        'ade20k': ['mobilenetv2_ade20k_train', 'xception65_ade20k_train'],
+        'imagenet': ['xception_41_imagenet', 'xception_65_imagenet', 'xception_71_imagenet',
+                     'resnet_v1_50_beta_imagenet', 'resnet_v1_101_beta_imagenet', 'mobilenet_v2_1.4_224',
+                     'mobilenet_v2_1.3_224', 'mobilenet_v2_1.0_224', 'mobilenet_v2_0.75_224', 'mobilenet_v2_0.5_224',
+                     'mobilenet_v2_0.35_224']}
     assert zoo.DEFAULT_MODEL == 'xception65_coco_voc_trainaug'
     assert zoo.archive_name(zoo.RELEASES[zoo.DEFAULT_MODEL]) == ARCHIVE
-    classes = {'voc': 21, 'cityscapes': 19, 'ade20k': 151, 'imagenet': 1001}  # data_generator.py, slim
-    for name, release in zoo.RELEASES.items():
-        assert release.name == name and release.url.startswith('http://download.tensorflow.org/models/')
-        assert release.url.endswith('.tar.gz') and release.num_classes == classes[release.dataset]
-        assert release.kind == ('xception65_imagenet' if release.dataset == 'imagenet' else 'deeplabv3plus')
-        assert release.archive_size is None and release.sha256 is None  # not published
-        for result in release.results:  # the two protocols of the tables: OS16 single scale, OS8 ms + flip
-            assert (result.output_stride, result.flip, len(result.scales) > 1) in ((16, False, False), (8, True, True))
-    trainaug = zoo.RELEASES['xception65_coco_voc_trainaug'].results
-    assert [(r.miou, r.split, r.scales) for r in trainaug] == [
+    trainaug = zoo.RELEASES['xception65_coco_voc_trainaug']
+    assert (trainaug.model_variant, trainaug.depth_multiplier, trainaug.task, trainaug.family) == (
+        'xception_65', 1.0, 'segmentation', 'xception')
+    assert [(r.miou, r.split, r.scales) for r in trainaug.results] == [
         (82.20, 'val', (1.0,)), (83.58, 'val', (0.5, 0.75, 1.0, 1.25, 1.5, 1.75))]
-    assert zoo.format_result(trainaug[1]) == '83.58% val (OS8, scales 0.5-1.75, flip)'
+    assert zoo.format_result(trainaug.results[1]) == '83.58% val (OS8, scales 0.5-1.75, flip)'
+    variants = {name: (release.model_variant, release.depth_multiplier) for name, release in zoo.RELEASES.items()}
+    assert variants['mobilenetv2_dm05_coco_voc_trainaug_8bit'] == ('mobilenet_v2', 0.5)
+    assert variants['mobilenetv3_small_cityscapes_trainfine'] == ('mobilenet_v3_small_seg', 1.0)
+    assert variants['xception71_dpc_cityscapes_trainval'] == ('xception_71', 1.0)
+    assert variants['resnet_v1_101_beta_imagenet'] == ('resnet_v1_101_beta', 1.0)
+    assert variants['mobilenet_v2_1.4_224'] == ('mobilenet_v2', 1.4)
+    mnv3 = zoo.RELEASES['mobilenetv3_large_cityscapes_trainfine']
+    assert mnv3.results == (zoo.Result(32, (1.0,), False, 72.41, 'val'),)
+    assert zoo.RELEASES['xception71_dpc_cityscapes_trainval'].results[0].scales == (
+        0.75, 1.0, 1.25, 1.5, 1.75, 2.0)  # model_zoo.md: [0.75:0.25:2]
+    for name in ('mobilenetv2_dm05_coco_voc_trainaug_8bit', 'mobilenetv2_coco_voc_trainaug_8bit'):
+        assert any('quantization-aware' in note for note in zoo.RELEASES[name].notes), name
+    for release in zoo.RELEASES.values():  # the pages publish rounded sizes only
+        assert release.archive_size is None and release.sha256 is None
+
+
+@pytest.mark.fast
+def test_every_release_is_buildable_and_well_formed():
+    archives = set()
+    for name, release in zoo.RELEASES.items():
+        assert release.name == name
+        assert release.model_variant in FAMILIES, name  # a network mylib builds
+        assert release.family == FAMILIES[release.model_variant]
+        assert isinstance(release.depth_multiplier, float) and 0 < release.depth_multiplier <= 1.4, name
+        assert release.depth_multiplier == 1.0 or release.family == 'mobilenet', name
+        assert re.match(r'https?://[^/]+/\S+\.(tar\.gz|tgz)$', release.url), name
+        archives.add(zoo.archive_name(release))
+        if release.dataset == 'imagenet':
+            assert release.task == 'classification' and release.results == (), name
+            assert release.num_classes in (None,) + zoo.IMAGENET_CLASSES, name
+        else:
+            assert release.task == 'segmentation' and release.results, name
+            assert release.num_classes == DATASETS[release.dataset].num_classes, name
+        for result in release.results:
+            assert result.output_stride in (8, 16, 32), name
+            assert result.split in ('val', 'test') and 0 < result.miou < 100, name
+            assert list(result.scales) == sorted(result.scales) and result.flip == (len(result.scales) > 1), name
+        assert all(isinstance(note, str) and note for note in release.notes), name
+    assert len(archives) == len(zoo.RELEASES)  # one cache file each
+    assert not set(zoo.NOT_SUPPORTED) & set(zoo.RELEASES)
+    assert all(zoo.ALIASES[old] in zoo.RELEASES for old in zoo.ALIASES)
+
+
+@pytest.mark.fast
+def test_earlier_names_and_unsupported_releases():
+    assert zoo.get_release('xception_65') is zoo.RELEASES['xception_65_imagenet']
+    with pytest.raises(zoo.ZooError) as error:
+        zoo.get_release('EdgeTPU-DeepLab')
+    assert 'does not support' in str(error.value) and 'mobilenet_edgetpu' in str(error.value)
+
+
+@pytest.mark.fast
+def test_release_list_is_grouped_by_dataset():
+    lines = zoo.format_release_list(root='/cache/deeplab').splitlines()
+    assert lines[0].startswith('official DeepLab releases') and lines[0].endswith('cached in /cache/deeplab:')
+    headers = [line for line in lines[1:] if not line.startswith(' ')]
+    assert headers == ['PASCAL VOC 2012:', 'Cityscapes:', 'ADE20K:', 'ImageNet (classifiers, to start training from):',
+                       'not supported: EdgeTPU-DeepLab, EdgeTPU-DeepLab-slim, xception_65_imagenet_coco']
+    rows = {line.split()[0]: line for line in lines if line.startswith('  ')}
+    assert list(rows) == list(zoo.RELEASES)
+    assert rows['xception65_coco_voc_trainaug'].split()[1:5] == ['xception', 'xception_65', '21', 'classes']
+    assert rows['xception65_coco_voc_trainaug'].endswith(
+        '82.20% val (OS16, scale 1.0); 83.58% val (OS8, scales 0.5-1.75, flip)  (default)')
+    assert rows['mobilenetv2_dm05_coco_voc_trainaug'].split()[1:4] == ['mobilenet', 'mobilenet_v2', 'x0.5']
+    assert '72.41% val (OS32, scale 1.0)' in rows['mobilenetv3_large_cityscapes_trainfine']
+    assert rows['resnet_v1_50_beta_imagenet'].split()[3:5] == ['?', 'classes']  # not published
 
 
 @pytest.mark.fast
@@ -213,17 +290,75 @@ def test_download_convert_then_cached_without_network(serve, release_archive, tm
     assert files_in(root) == [ARCHIVE] + DEFAULT_FILES
     assert (root / ARCHIVE).read_bytes() == release_archive
     metadata = json.loads((root / DEFAULT_FILES[0]).read_text())
-    assert (metadata['kind'], metadata['num_classes']) == ('deeplabv3plus', 21)
+    assert (metadata['kind'], metadata['num_classes'], metadata['model']['model_variant']) == (
+        'segmentation', 21, 'xception_65')
+    assert (metadata['release'], metadata['dataset']) == ('xception65_coco_voc_trainaug', 'voc')
     assert metadata['source_files'][0]['sha256'] == hashlib.sha256(release_archive).hexdigest()
 
     server.stop()  # the second call must need neither the network nor the converter
     stamp = params.stat().st_mtime_ns
     assert zoo.get_params_file(local_release(server), root=root) == str(params)
     net = zoo.get_model(local_release(server), output_stride=8, root=root)
+    own = zoo.get_model(local_release(server), root=root)  # the release's own output stride
     assert len(server.requests) == 1 and params.stat().st_mtime_ns == stamp
     assert 'tensorflow' not in sys.modules
-    assert isinstance(net, DeepLabV3Plus) and net.output_stride == 8 and net.atrous_rates == (12, 24, 36)
+    assert isinstance(net, DeepLab) and net.output_stride == 8 and net.spec.atrous_rates == (12, 24, 36)
+    assert net.spec.model_variant == 'xception_65' and (own.output_stride, own.spec.atrous_rates) == (16, (6, 12, 18))
     assert np.array_equal(net.logits.bias.data().asnumpy(), LOGITS_BIASES)
+
+
+def converted_metadata(release, **changes):
+    """The JSON the converter writes for a checkpoint of `release`, with `changes` to its model fields."""
+    model = {'model_variant': release.model_variant, 'num_classes': release.num_classes, 'task': release.task,
+             'depth_multiplier': release.depth_multiplier, 'output_stride': 16}
+    model.update(changes)
+    return {'kind': model['task'], 'num_classes': model['num_classes'], 'model': model,
+            'description': 'a %s of %d classes' % (model['model_variant'], model['num_classes']),
+            'converter_version': zoo.CONVERTER_VERSION}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize('change, reason', [
+    ({}, None),
+    ({'model_variant': 'mobilenet_v2'}, 'model_variant mobilenet_v2 (the release: xception_65)'),
+    ({'num_classes': 19}, 'num_classes 19 (the release: 21)'),
+    ({'task': 'classification'}, 'task classification (the release: segmentation)'),
+    ({'depth_multiplier': 0.5}, 'depth_multiplier 0.5 (the release: 1)'),
+    ({'converter_version': 1}, 'converted by converter version 1'),
+])
+def test_cache_is_used_only_if_it_holds_the_release(tmp_path, change, reason):
+    release = zoo.RELEASES[zoo.DEFAULT_MODEL]
+    params = tmp_path / 'release.params'
+    params.write_bytes(b'params')
+    metadata = converted_metadata(release, **{k: v for k, v in change.items() if k != 'converter_version'})
+    metadata.update({k: v for k, v in change.items() if k == 'converter_version'})
+    (tmp_path / 'release.json').write_text(json.dumps(metadata))
+    cached, problem = zoo._cache_state(release, str(params))
+    if reason is None:
+        assert cached == metadata and problem is None and zoo._cached_metadata(release, str(params)) == metadata
+    else:
+        assert cached is None and reason in problem and zoo._cached_metadata(release, str(params)) is None
+
+
+@pytest.mark.fast
+def test_conversion_of_another_model_is_refused_and_deleted(monkeypatch, serve, small_archive, tmp_path):
+    release = zoo.RELEASES['mobilenetv2_dm05_coco_voc_trainaug']
+    server = serve({SMALL: small_archive})
+
+    def fake_convert(archive, output, **options):  # what the converter finds: the full-width MobileNet-v2
+        metadata = converted_metadata(release, depth_multiplier=1.0)
+        with open(output, 'wb') as stream:
+            stream.write(b'params')
+        with open(zoo.metadata_path(output), 'w') as stream:
+            json.dump(metadata, stream)
+        return metadata
+    monkeypatch.setattr(zoo, 'convert', fake_convert)
+    with pytest.raises(zoo.ZooError) as error:
+        zoo.get_params_file(release._replace(url=server.url(SMALL)), root=tmp_path / 'models', progress=False)
+    assert str(error.value).startswith('mobilenetv2_dm05_coco_voc_trainaug: ')
+    assert 'is not this release: it holds a mobilenet_v2 of 21 classes; it differs in depth_multiplier 1.0 ' \
+        '(the release: 0.5)' in str(error.value)
+    assert files_in(tmp_path / 'models') == [SMALL]  # the archive is kept, the conversion is not
 
 
 @pytest.mark.fast
@@ -321,7 +456,7 @@ def test_cli_model_downloads_converts_and_caches(serve, release_archive, tmp_pat
     assert files_in(out) == DEFAULT_FILES and server.requests == [('/' + ARCHIVE, None)]
     assert files_in(tmp_path / 'home' / 'models' / 'deeplab') == [ARCHIVE] + DEFAULT_FILES
     assert np.array_equal(mx.nd.load(str(out / DEFAULT_FILES[1]))['logits.bias'].asnumpy(), LOGITS_BIASES)
-    assert 'DeepLabV3Plus(num_classes=21)' in result.stdout
+    assert 'xception_65' in result.stdout and '21 classes' in result.stdout
 
     again = run_script(SCRIPT, '--model', 'xception65_coco_voc_trainaug', '--output', out / 'again.params',
                        cwd=out, env=zoo_env(tmp_path, server))
@@ -352,10 +487,12 @@ def test_cli_list_models_shows_the_official_results():
         assert sum(line.split()[0] == name for line in lines[1:]) == 1, name
     # model_zoo.md: xception65_coco_voc_trainaug 82.20% (OS16) and 83.58% (OS8, multi-scale + flip) on val
     assert '82.20% val (OS16, scale 1.0); 83.58% val (OS8, scales 0.5-1.75, flip)' in result.stdout
+    assert '72.41% val (OS32, scale 1.0)' in result.stdout  # model_zoo.md: mobilenetv3_large_cityscapes_trainfine
 
 
 @pytest.mark.parametrize('args, status, culprit', [
-    (['--model', 'nope'], 1, "unknown model 'nope'; the known models are: xception65_coco_voc_trainaug"),
+    (['--model', 'nope'], 1, "unknown model 'nope'; the known models are: mobilenetv2_dm05_coco_voc_trainaug, "),
+    (['--model', 'EdgeTPU-DeepLab'], 1, 'EdgeTPU-DeepLab is an official release that this project does not support'),
     (['x.ckpt', '--model', 'xception_65'], 2, 'not allowed with argument'),
     (['--model', 'xception_65', '--save-h5', 'x.h5'], 2, '--save-h5 and --h5-only take a CKPT'),
     ([], 2, 'one of the arguments CKPT --model --list-models is required'),

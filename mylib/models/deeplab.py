@@ -1,124 +1,139 @@
-"""DeepLab v3+ head: ASPP with image pooling, the stride-4 decoder, and the full model.
+"""DeepLab: a backbone, a context head (ASPP or the dense prediction cell), a decoder, the logits.
 
-Follows the official `research/deeplab/model.py` (`extract_features`, `refine_by_decoder`,
-`get_branch_logits`) with the flags of the Xception-65 releases: aspp_with_batch_norm,
-aspp_with_separable_conv, decoder_use_separable_conv, add_image_level_feature.
+`DeepLab(spec)` builds any official release from its `ModelSpec` (official `model.py`: `_get_logits`
+= `extract_features` + `refine_by_decoder` + `get_branch_logits`); `DeepLabV3Plus` is the Xception-65
+DeepLab v3+ of earlier versions, with the same parameter names.
 """
+import functools
+
 from mxnet.gluon import nn
 
+from .backbones import build_backbone
+from .heads import ASPP, DROPOUT_KEEP, Decoder, DensePredictionCell, SumMergeDecoder
 from .init import TruncatedNormal
-from .layers import ConvBN, SeparableConv, batch_norm, normalize_pixels, resize_like
-from .xception import XceptionBackbone
+from .layers import batch_norm, biased_conv, normalize_pixels, resize_like
+from .spec import default_rates, xception65_spec
 
-HEAD_DEPTH = 256  # official model.py: depth = 256 (ASPP, projection, decoder)
-SKIP_PROJECTION = 48  # official refine_by_decoder: 1x1 conv of the skip to 48 channels
-DEFAULT_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}  # official DeepLab v3+ train/eval flags
-# official split_separable_conv2d: depthwise and pointwise truncated normal, stddev 0.33 and 0.06;
-# get_branch_logits: truncated normal 0.01. The head's other convolutions keep slim's Xavier.
-SEPARABLE_INITS = (TruncatedNormal(0.33), TruncatedNormal(0.06))
-LOGITS_INIT = TruncatedNormal(0.01)
-DROPOUT_KEEP = 0.9  # official concat_projection_dropout keep_prob (training only)
-BIAS_GRADIENT_MULTIPLIER = 2.0  # official get_model_gradient_multipliers: every variable named `biases`
+HEAD_DEPTH = 256  # official model.py: aspp_convs_filters and decoder_filters default to 256
+DEFAULT_RATES = {8: default_rates(8), 16: default_rates(16)}
+LOGITS_INIT = TruncatedNormal(0.01)  # official get_branch_logits: truncated normal, stddev 0.01
 
 
-class ASPP(nn.HybridBlock):
-    """Atrous spatial pyramid pooling: [image pooling, 1x1, one separable 3x3 per rate] -> 1x1 to 256.
+def context_head(spec, in_channels, norm_layer, dropout_keep):
+    """ASPP, or the dense prediction cell, as the spec says (official `extract_features`)."""
+    if spec.dense_prediction_cell_config:
+        return 'dpc', DensePredictionCell(in_channels, spec.dense_prediction_cell_config, spec.output_stride,
+                                          norm_layer=norm_layer, dropout_keep=dropout_keep)
+    image_pooling = None
+    if spec.add_image_level_feature:
+        window = None
+        if spec.image_pooling_crop_size is not None:  # official: pool = scale_dimension(crop, 1 / output_stride)
+            window = tuple(int((size - 1) / spec.output_stride + 1) for size in spec.image_pooling_crop_size)
+        gate = ('q_sigmoid' if spec.image_se_uses_qsigmoid else 'sigmoid') if spec.aspp_with_squeeze_and_excitation \
+            else None
+        image_pooling = dict(window=window, stride=spec.image_pooling_stride, gate=gate)
+    return 'aspp', ASPP(in_channels, spec.atrous_rates, spec.aspp_convs_filters, spec.aspp_with_separable_conv,
+                        image_pooling, spec.aspp_with_squeeze_and_excitation, spec.aspp_with_concat_projection,
+                        norm_layer=norm_layer, dropout_keep=dropout_keep)
 
-    Image pooling is the mean over the whole feature map, 1x1 conv + BN + ReLU, spread back over the
-    map (a corner-aligned bilinear resize of a 1x1 map is a copy). Dropout (keep 0.9) in training.
+
+def decoder_head(spec, in_channels, skip_channels, norm_layer):
+    """The decoder of the spec (concat merge, or sum merge), or None for DeepLab v3."""
+    if not spec.decoder_output_stride:
+        return None
+    if spec.decoder_use_sum_merge:
+        return SumMergeDecoder(in_channels, skip_channels, spec.decoder_filters, spec.decoder_output_is_logits,
+                               spec.decoder_use_separable_conv, norm_layer=norm_layer)
+    return Decoder(in_channels, skip_channels, spec.decoder_filters, spec.decoder_use_separable_conv,
+                   norm_layer=norm_layer)
+
+
+class DeepLab(nn.HybridBlock):
+    """Any official DeepLab release, built from its `ModelSpec`.
+
+    Input: NCHW float32 RGB pixel values in [0, 255], any height and width (normalised inside to
+    [-1, 1], as the official graph). Output: logits NCHW at the input's size (bilinear, corners aligned).
+    `DecoderLogits(net)` gives them before that final upsampling (the official `merged_logits`).
+    Children: `backbone`, `aspp` or `dpc`, `decoder` (or None), `logits` (None when the decoder's output
+    is the logits). norm_layer: a batch-norm factory (see `layers.batch_norm`). dropout_keep: the keep
+    probability of the head's dropout in training (official 0.9; 1.0 turns it off). bn_momentum: MXNet's
+    momentum of every batch norm (None: the official decays, 0.9997 in the head, the backbone's own).
     """
 
-    def __init__(self, in_channels, rates, norm_layer=batch_norm, dropout_keep=DROPOUT_KEEP, **kwargs):
+    def __init__(self, spec, norm_layer=batch_norm, dropout_keep=DROPOUT_KEEP, bn_momentum=None, **kwargs):
         super().__init__(**kwargs)
-        self.atrous_branches = []
+        if len(spec.decoder_output_stride or ()) > 1:
+            raise ValueError('decoder_output_stride %s: one decoder stage is built (every official release has one)'
+                             % (spec.decoder_output_stride,))
+        self.spec = spec
+        self.num_classes = spec.num_classes
+        self.output_stride = spec.output_stride
         with self.name_scope():
-            self.image_pooling = ConvBN(in_channels, HEAD_DEPTH, norm_layer=norm_layer)
-            self.aspp0 = ConvBN(in_channels, HEAD_DEPTH, norm_layer=norm_layer)
-            for index, rate in enumerate(rates, 1):
-                branch = SeparableConv(in_channels, HEAD_DEPTH, rate=rate, norm_layer=norm_layer,
-                                       weight_inits=SEPARABLE_INITS)
-                self.register_child(branch, 'aspp%d' % index)
-                self.atrous_branches.append(branch)
-            self.projection = ConvBN(HEAD_DEPTH * (2 + len(rates)), HEAD_DEPTH, norm_layer=norm_layer)
-            self.dropout = nn.Dropout(1.0 - dropout_keep)  # identity at keep 1.0
-
-    def hybrid_forward(self, F, x):
-        pooled = self.image_pooling(F.Pooling(x, kernel=(1, 1), global_pool=True, pool_type='avg'))
-        branches = [F.broadcast_like(pooled, x, lhs_axes=(2, 3), rhs_axes=(2, 3)), self.aspp0(x)]
-        branches += [branch(x) for branch in self.atrous_branches]
-        return self.dropout(self.projection(F.concat(*branches, dim=1)))
-
-
-class Decoder(nn.HybridBlock):
-    """Refines the ASPP output with the stride-4 skip: [ASPP resized to the skip, skip 1x1 to 48] ->
-    two separable 3x3 convs to 256."""
-
-    def __init__(self, in_channels, skip_channels, norm_layer=batch_norm, **kwargs):
-        super().__init__(**kwargs)
-        with self.name_scope():
-            self.feature_projection = ConvBN(skip_channels, SKIP_PROJECTION, norm_layer=norm_layer)
-            self.conv0 = SeparableConv(in_channels + SKIP_PROJECTION, HEAD_DEPTH, norm_layer=norm_layer,
-                                       weight_inits=SEPARABLE_INITS)
-            self.conv1 = SeparableConv(HEAD_DEPTH, HEAD_DEPTH, norm_layer=norm_layer, weight_inits=SEPARABLE_INITS)
-
-    def hybrid_forward(self, F, x, skip):
-        skip = self.feature_projection(skip)
-        x = F.concat(resize_like(F, x, skip), skip, dim=1)
-        return self.conv1(self.conv0(x))
-
-
-class DeepLabV3Plus(nn.HybridBlock):
-    """DeepLab v3+ with the Xception-65 backbone.
-
-    Input: NCHW float32 RGB pixel values in [0, 255], any height and width (normalised inside, as the
-    official graph). Output: logits NCHW at the input's size (bilinear, corners aligned).
-    `DecoderLogits(net)` gives them before that final upsampling (stride 4; the output stride when
-    `decoder=False`, which is DeepLab v3).
-
-    output_stride: 8 or 16 (the same weights serve both). atrous_rates: the ASPP rates; by default
-    (6, 12, 18) at OS16 and (12, 24, 36) at OS8. norm_layer: a batch-norm factory (default
-    `layers.batch_norm`: BatchNorm with the official decay), e.g.
-    `functools.partial(batch_norm, layer=SyncBatchNorm, num_devices=4)` to train on several devices.
-    dropout_keep: the keep probability of the ASPP dropout in training (official 0.9; 1.0 turns it off).
-    """
-
-    def __init__(self, num_classes=21, output_stride=16, atrous_rates=None, decoder=True,
-                 norm_layer=batch_norm, dropout_keep=DROPOUT_KEEP, **kwargs):
-        super().__init__(**kwargs)
-        if atrous_rates is None:
-            if output_stride not in DEFAULT_RATES:
-                raise ValueError('no default atrous_rates for output_stride %r; pass atrous_rates'
-                                 % (output_stride,))
-            atrous_rates = DEFAULT_RATES[output_stride]
-        self.num_classes = num_classes
-        self.output_stride = output_stride
-        self.atrous_rates = tuple(atrous_rates)
-        with self.name_scope():
-            self.backbone = XceptionBackbone(output_stride, norm_layer=norm_layer)
-            self.aspp = ASPP(self.backbone.channels, self.atrous_rates, norm_layer=norm_layer,
-                             dropout_keep=dropout_keep)
-            self.decoder = Decoder(HEAD_DEPTH, self.backbone.skip_channels, norm_layer=norm_layer) if decoder else None
-            self.logits = nn.Conv2D(num_classes, 1, in_channels=HEAD_DEPTH, weight_initializer=LOGITS_INIT)
-        self.logits.bias.wd_mult = 0.0  # official: l2 on convolution weights only
-        self.logits.bias.grad_mult = BIAS_GRADIENT_MULTIPLIER  # read by the deeplab_momentum optimizer
+            self.backbone = build_backbone(spec, spec.decoder_output_stride or (), norm_layer, bn_momentum)
+            if bn_momentum is not None:
+                norm_layer = functools.partial(norm_layer, momentum=bn_momentum)
+            name, head = context_head(spec, self.backbone.channels, norm_layer, dropout_keep)
+            self.aspp, self.dpc = (head, None) if name == 'aspp' else (None, head)
+            skip_channels = [self.backbone.tap_channels[stride] for stride in spec.decoder_output_stride or ()]
+            self.decoder = decoder_head(spec, head.channels, skip_channels[0] if skip_channels else None, norm_layer)
+            channels = self.decoder.channels if self.decoder is not None else head.channels
+            self.logits = (None if spec.decoder_output_is_logits else
+                           biased_conv(channels, spec.num_classes, weight_init=LOGITS_INIT))
 
     def hybrid_forward(self, F, x):
         return resize_like(F, self.logits_graph(F, x), x)
 
+    @property
+    def minimum_input(self):
+        """The smallest (height, width) the network takes: the image-pooling crop of a fixed pooling window
+        (MobileNet-v3 releases: 769 x 769; the official graph's window is that crop at the output stride),
+        else (1, 1)."""
+        return tuple(self.spec.image_pooling_crop_size or (1, 1)) if self.aspp is not None else (1, 1)
+
+    @property
+    def logits_stride(self):
+        """The stride of the logits before the final upsampling (official multi_scale_logits: the smallest
+        decoder output stride, or the output stride without a decoder)."""
+        spec = self.spec
+        return min(spec.decoder_output_stride) if spec.decoder_output_stride else spec.output_stride
+
+    def class_parameters(self):
+        """Names of the parameters whose shape depends on the number of classes: the logits, or the decoder
+        when its output is the logits (they are not loaded from weights of another class count)."""
+        layer = 'logits' if self.logits is not None else 'decoder'  # the child that predicts the classes
+        return ['%s.%s' % (layer, name) for name in getattr(self, layer)._collect_params_with_prefix()]
+
     def logits_graph(self, F, x):
         """The network up to its logits, before the final upsampling (`F`: mx.nd or mx.sym)."""
-        skip, features = self.backbone(normalize_pixels(x))
-        x = self.aspp(features)
+        *skips, features = self.backbone(normalize_pixels(x))
+        x = (self.aspp if self.aspp is not None else self.dpc)(features)
         if self.decoder is not None:
-            x = self.decoder(x, skip)
-        return self.logits(x)
+            x = self.decoder(x, skips[0])
+        return self.logits(x) if self.logits is not None else x
+
+
+class DeepLabV3Plus(DeepLab):
+    """DeepLab v3+ with the Xception-65 backbone, as the official Xception-65 releases.
+
+    output_stride: 8 or 16 (the same weights serve both). atrous_rates: the ASPP rates; by default
+    (6, 12, 18) at OS16 and (12, 24, 36) at OS8. decoder=False is DeepLab v3. See `DeepLab` for the
+    input, output, norm_layer (e.g. `functools.partial(batch_norm, layer=SyncBatchNorm, num_devices=4)`
+    to train on several devices) and dropout_keep.
+    """
+
+    def __init__(self, num_classes=21, output_stride=16, atrous_rates=None, decoder=True,
+                 norm_layer=batch_norm, dropout_keep=DROPOUT_KEEP, **kwargs):
+        super().__init__(xception65_spec(num_classes, output_stride, atrous_rates, decoder), norm_layer=norm_layer,
+                         dropout_keep=dropout_keep, **kwargs)
+        self.atrous_rates = self.spec.atrous_rates
 
 
 class DecoderLogits(nn.HybridBlock):
-    """A view of a DeepLabV3Plus that outputs its logits before the final upsampling.
+    """A view of a DeepLab network that outputs its logits before the final upsampling.
 
-    Same input as the model; output NCHW at stride 4 (at the output stride without a decoder), as the
-    official `merged_logits`. It shares the model's parameters, and can be hybridized on its own.
+    Same input as the model; output NCHW at the decoder's stride (at the output stride without a
+    decoder), as the official `merged_logits`. It shares the model's parameters, and can be hybridized
+    on its own.
     """
 
     def __init__(self, net, **kwargs):

@@ -31,13 +31,40 @@ def same_padding(kernel_size, rate=1):
     Strided convolutions use the official `fixed_padding` instead of 'SAME': (k_eff - 1) // 2 before
     and the rest after, then 'VALID'. For the odd kernels of this network (1 and 3) both are
     k_eff // 2 on each side, which is MXNet's symmetric `pad`. (TF's own 'SAME' with stride 2 would pad
-    (0, 1) on even inputs; the official code avoids it and so do we.)
+    (0, 1) on even inputs; the official code avoids it and so do we.) `rate` may be (height, width), as
+    in the dense prediction cell; the padding then is a pair too.
     """
+    if isinstance(rate, (tuple, list)):
+        return tuple(same_padding(kernel_size, axis_rate) for axis_rate in rate)
     effective = kernel_size + (kernel_size - 1) * (rate - 1)
     if effective % 2 == 0:
         raise ValueError('even kernels pad asymmetrically; this network has none (kernel %d, rate %d)'
                          % (kernel_size, rate))
     return effective // 2
+
+
+BIAS_GRADIENT_MULTIPLIER = 2.0  # official train_utils.get_model_gradient_multipliers: every variable named `biases`
+
+
+def biased_conv(in_channels, channels, kernel_size=1, weight_init=None):
+    """A convolution with bias and neither batch norm nor activation (slim.conv2d with normalizer_fn=None):
+    the logits, and the image-pooling gate of the MobileNet-v3 head. As the official training treats every
+    `biases`: no weight decay on the bias (slim's l2 regularizer is on weights only) and its gradient x2
+    (read by the deeplab_momentum optimizer)."""
+    conv = nn.Conv2D(channels, kernel_size, padding=same_padding(kernel_size), in_channels=in_channels,
+                     weight_initializer=weight_init)
+    conv.bias.wd_mult = 0.0
+    conv.bias.grad_mult = BIAS_GRADIENT_MULTIPLIER
+    return conv
+
+
+def normalization(channels, norm_layer=batch_norm, epsilon=HEAD_BN_EPSILON):
+    """`norm_layer(in_channels=channels, epsilon=epsilon)`, without weight decay on any of its parameters
+    (gamma, beta, the running statistics), as the official training (no l2 on batch norm)."""
+    bn = norm_layer(in_channels=channels, epsilon=epsilon)
+    for param in bn.collect_params().values():
+        param.wd_mult = 0.0
+    return bn
 
 
 class ConvBN(nn.HybridBlock):
@@ -60,10 +87,8 @@ class ConvBN(nn.HybridBlock):
                                   padding=same_padding(kernel_size, rate), dilation=rate,
                                   groups=groups, use_bias=False, in_channels=in_channels,
                                   weight_initializer=weight_init)
-            self.bn = norm_layer(in_channels=channels, epsilon=bn_epsilon)
+            self.bn = normalization(channels, norm_layer, bn_epsilon)
         self.conv.weight.wd_mult = 0.0 if groups > 1 else 1.0
-        for param in self.bn.collect_params().values():  # gamma, beta (and the running statistics)
-            param.wd_mult = 0.0
 
     def hybrid_forward(self, F, x):
         x = self.bn(self.conv(x))

@@ -1,14 +1,15 @@
-"""Xception-65, the aligned Xception of DeepLab (`research/deeplab/core/xception.py`), as Gluon blocks.
+"""Xception-41, -65 and -71, the aligned Xception of DeepLab (`research/deeplab/core/xception.py`).
 
-The network is declared as data (`XCEPTION_65`); `unit_plan` turns a requested output stride into
-each unit's stride and atrous rate in one place, as the official `stack_blocks_dense` does.
+The networks are declared as data (`XCEPTION_41`, `XCEPTION_65`, `XCEPTION_71`, and the decoder taps of
+each in `VARIANTS`); `unit_plan` turns a requested output stride into each unit's stride and atrous
+rate in one place, as the official `stack_blocks_dense` does.
 """
 from collections import namedtuple
 
 from mxnet.gluon import nn
 
 from .init import TruncatedNormal
-from .layers import BACKBONE_BN_EPSILON, ConvBN, SeparableConv, batch_norm, normalize_pixels
+from .layers import BACKBONE_BN_EPSILON, ConvBN, SeparableConv, batch_norm, biased_conv, normalize_pixels
 
 BlockSpec = namedtuple('BlockSpec', ['name', 'units', 'depths', 'stride', 'shortcut', 'relu_inside'])
 BlockSpec.__doc__ = """One block of Xception: `units` identical units of three separable convolutions.
@@ -21,22 +22,54 @@ relu_inside: False -> ReLU on the input of each separable conv, none inside it;
              True  -> ReLU after each of its batch norms and none before.
 """
 
-XCEPTION_65 = (
+# The exit flow of every variant (official xception_41/65/71).
+EXIT_FLOW = (
+    BlockSpec('exit_block1', 1, (728, 1024, 1024), 2, 'conv', False),
+    BlockSpec('exit_block2', 1, (1536, 1536, 2048), 1, 'none', True),
+)
+
+XCEPTION_41 = (
     # entry flow (after the stem: conv1_1 3x3/2 to 32, conv1_2 3x3 to 64)
     BlockSpec('entry_block1', 1, (128, 128, 128), 2, 'conv', False),
     BlockSpec('entry_block2', 1, (256, 256, 256), 2, 'conv', False),
     BlockSpec('entry_block3', 1, (728, 728, 728), 2, 'conv', False),
     # middle flow
-    BlockSpec('middle_block1', 16, (728, 728, 728), 1, 'sum', False),
-    # exit flow
-    BlockSpec('exit_block1', 1, (728, 1024, 1024), 2, 'conv', False),
-    BlockSpec('exit_block2', 1, (1536, 1536, 2048), 1, 'none', True),
-)
+    BlockSpec('middle_block1', 8, (728, 728, 728), 1, 'sum', False),
+) + EXIT_FLOW
 
-# The DeepLab v3+ decoder's stride-4 skip: the second separable conv of this unit, after its BN and
-# before its strided third conv, without ReLU (official feature_extractor DECODER_END_POINTS:
-# 'entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise').
-DECODER_SKIP_UNIT = 'entry_block2_unit1'
+XCEPTION_65 = (
+    # entry flow
+    BlockSpec('entry_block1', 1, (128, 128, 128), 2, 'conv', False),
+    BlockSpec('entry_block2', 1, (256, 256, 256), 2, 'conv', False),
+    BlockSpec('entry_block3', 1, (728, 728, 728), 2, 'conv', False),
+    # middle flow
+    BlockSpec('middle_block1', 16, (728, 728, 728), 1, 'sum', False),
+) + EXIT_FLOW
+
+XCEPTION_71 = (
+    # entry flow: five blocks, every other one without stride
+    BlockSpec('entry_block1', 1, (128, 128, 128), 2, 'conv', False),
+    BlockSpec('entry_block2', 1, (256, 256, 256), 1, 'conv', False),
+    BlockSpec('entry_block3', 1, (256, 256, 256), 2, 'conv', False),
+    BlockSpec('entry_block4', 1, (728, 728, 728), 1, 'conv', False),
+    BlockSpec('entry_block5', 1, (728, 728, 728), 2, 'conv', False),
+    # middle flow
+    BlockSpec('middle_block1', 16, (728, 728, 728), 1, 'sum', False),
+) + EXIT_FLOW
+
+Variant = namedtuple('Variant', ['blocks', 'taps'])
+Variant.__doc__ = """An Xception network: its block table and its decoder taps {stride: unit}.
+
+A tap is the second separable conv of the unit, after its BN and before its (strided) third conv,
+without ReLU: the official feature_extractor DECODER_END_POINTS,
+'<flow>/<block>/unit_1/xception_module/separable_conv2_pointwise'.
+"""
+VARIANTS = {
+    'xception_41': Variant(XCEPTION_41, {4: 'entry_block2_unit1', 8: 'entry_block3_unit1', 16: 'exit_block1_unit1'}),
+    'xception_65': Variant(XCEPTION_65, {4: 'entry_block2_unit1', 8: 'entry_block3_unit1', 16: 'exit_block1_unit1'}),
+    'xception_71': Variant(XCEPTION_71, {4: 'entry_block3_unit1', 8: 'entry_block5_unit1', 16: 'exit_block1_unit1'}),
+}
+DECODER_SKIP_UNIT = VARIANTS['xception_65'].taps[4]  # the stride-4 skip of DeepLab v3+ (Xception-65)
 
 STEM_STRIDE = 2  # entry_flow/conv1_1
 WEIGHT_INIT = TruncatedNormal(0.09)  # official xception_arg_scope: weights_initializer_stddev=0.09
@@ -62,7 +95,7 @@ def unit_plan(blocks, output_stride):
                 plan.append((name, spec, unit_stride, 1))
                 current_stride *= unit_stride
     if current_stride != output_stride:
-        raise ValueError('output_stride %r cannot be reached by Xception-65: use 4, 8, 16 or 32'
+        raise ValueError('output_stride %r cannot be reached by this Xception: use 4, 8, 16 or 32'
                          % (output_stride,))
     return plan
 
@@ -104,60 +137,74 @@ class XceptionUnit(nn.HybridBlock):
 
 
 class XceptionBackbone(nn.HybridBlock):
-    """Xception-65 features: input NCHW normalised to [-1, 1]; returns (skip, features).
+    """Xception features: input NCHW normalised to [-1, 1]; returns (features at each tap..., features).
 
-    skip: stride 4, 256 channels (the decoder's skip, `DECODER_SKIP_UNIT`).
-    features: `output_stride` (8, 16 or 32), 2048 channels.
+    variant: 'xception_41', 'xception_65' or 'xception_71'. taps: the decoder strides whose skips to
+    return, in this order (official DECODER_END_POINTS; 4 -> 256 channels); default (4,), the skip of
+    DeepLab v3+. The last output is at `output_stride` (8, 16 or 32), 2048 channels.
     Units are registered under their names (`entry_block1_unit1`, ..., `middle_block1_unit16`, ...).
     """
 
-    def __init__(self, output_stride=16, blocks=XCEPTION_65, norm_layer=batch_norm, **kwargs):
+    def __init__(self, output_stride=16, variant='xception_65', taps=(4,), norm_layer=batch_norm, **kwargs):
         super().__init__(**kwargs)
+        if variant not in VARIANTS:
+            raise ValueError('unknown Xception variant %r: use one of %s' % (variant, ', '.join(VARIANTS)))
+        blocks, tap_units = VARIANTS[variant]
+        unknown = [stride for stride in taps if stride not in tap_units]
+        if unknown:
+            raise ValueError('%s has no decoder tap at stride %s (it has %s)' % (variant, unknown, sorted(tap_units)))
         self.output_stride = output_stride
-        self.units = []
+        self.taps = tuple(taps)
+        self.tap_channels = {}
+        self.units, self.tap_order = [], []
         with self.name_scope():
             self.conv1_1 = ConvBN(3, 32, 3, stride=STEM_STRIDE, bn_epsilon=BACKBONE_BN_EPSILON,
                                   norm_layer=norm_layer, weight_init=WEIGHT_INIT)
             self.conv1_2 = ConvBN(32, 64, 3, bn_epsilon=BACKBONE_BN_EPSILON, norm_layer=norm_layer,
                                   weight_init=WEIGHT_INIT)
             channels = 64
+            tapped = {tap_units[stride]: stride for stride in self.taps}
             for name, spec, stride, rate in unit_plan(blocks, output_stride):
-                unit = XceptionUnit(channels, spec, stride, rate, returns_skip=name == DECODER_SKIP_UNIT,
-                                    norm_layer=norm_layer)
+                unit = XceptionUnit(channels, spec, stride, rate, returns_skip=name in tapped, norm_layer=norm_layer)
                 self.register_child(unit, name)
                 self.units.append(unit)
                 if unit.returns_skip:
-                    self.skip_channels = spec.depths[1]
+                    self.tap_channels[tapped[name]] = spec.depths[1]
+                    self.tap_order.append(tapped[name])
                 channels = spec.depths[-1]
         self.channels = channels
 
     def hybrid_forward(self, F, x):
-        x, skip = self.conv1_2(self.conv1_1(x)), None
+        x, skips = self.conv1_2(self.conv1_1(x)), []
         for unit in self.units:
             if unit.returns_skip:
                 x, skip = unit(x)
+                skips.append(skip)
             else:
                 x = unit(x)
-        return skip, x
+        by_stride = dict(zip(self.tap_order, skips))
+        return tuple(by_stride[stride] for stride in self.taps) + (x,)
 
 
-class Xception65(nn.HybridBlock):
-    """The ImageNet classifier of the official `xception_65` checkpoint.
+class XceptionClassifier(nn.HybridBlock):
+    """The ImageNet classifier of the official `xception_41/65/71` checkpoints.
 
     Input: NCHW float32 RGB pixel values in [0, 255]. Output: N x num_classes logits (class 0 is
-    background in the official 1001-class checkpoint). Output stride 32, global mean, dropout
-    (keep 0.5, training only), 1x1 conv with bias. Its `backbone` initialises DeepLabV3Plus's.
+    background in the official 1001-class checkpoints). Output stride 32, global mean, dropout
+    (keep 0.5, training only), 1x1 conv with bias. Its `backbone` initialises DeepLab's.
     """
 
-    def __init__(self, num_classes=1001, norm_layer=batch_norm, **kwargs):
+    def __init__(self, num_classes=1001, variant='xception_65', norm_layer=batch_norm, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
-            self.backbone = XceptionBackbone(output_stride=32, norm_layer=norm_layer)
+            self.backbone = XceptionBackbone(output_stride=32, variant=variant, taps=(), norm_layer=norm_layer)
             self.dropout = nn.Dropout(0.5)  # official xception(): keep_prob=0.5
-            self.logits = nn.Conv2D(num_classes, 1, in_channels=self.backbone.channels, weight_initializer=WEIGHT_INIT)
-        self.logits.bias.wd_mult = 0.0  # official: l2 on weights only
+            self.logits = biased_conv(self.backbone.channels, num_classes, weight_init=WEIGHT_INIT)
 
     def hybrid_forward(self, F, x):
-        _, features = self.backbone(normalize_pixels(x))
+        features = self.backbone(normalize_pixels(x))[-1]
         pooled = F.mean(features, axis=(2, 3), keepdims=True)
         return F.flatten(self.logits(self.dropout(pooled)))
+
+
+Xception65 = XceptionClassifier  # the name of earlier versions: XceptionClassifier(num_classes) is Xception-65

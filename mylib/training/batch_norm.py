@@ -22,9 +22,11 @@ BATCH_NORM_OPS = ('BatchNorm', '_contrib_SyncBatchNorm')
 
 
 def values_per_channel(net, input_shape):
-    """{full name of a moving-variance Parameter: values per channel that its batch norm normalises}.
+    """{full name of a moving-variance Parameter: (values per channel that its batch norm normalises, its
+    momentum)}.
 
-    input_shape: the NCHW shape of one device's input. Read from the network's symbolic graph.
+    input_shape: the NCHW shape of one device's input. Read from the network's symbolic graph (each batch
+    norm keeps its own momentum: the official decays differ between backbones, e.g. 0.95 in ResNet).
     """
     symbol = net(mx.sym.var('data'))
     internals = symbol.get_internals()
@@ -40,43 +42,45 @@ def values_per_channel(net, input_shape):
         outputs = [name for name in internals.list_outputs() if name.startswith(producer['name'] + '_output')]
         shape = shape_of[outputs[index] if len(outputs) > 1 else outputs[0]]
         moving_variance = nodes[node['inputs'][4][0]]['name']
-        counts[moving_variance] = int(np.prod(shape) // shape[1])
+        momentum = float(node.get('attrs', {}).get('momentum', 0.9))  # (0.9: MXNet's default, not written)
+        counts[moving_variance] = (int(np.prod(shape) // shape[1]), momentum)
     return counts
 
 
 class MovingVarianceCorrection:
     """Makes MXNet's moving-variance update the official one (see the module docstring).
 
-        correction = MovingVarianceCorrection(net, ctxs, per_device_shape, momentum, sync=len(ctxs) > 1)
+        correction = MovingVarianceCorrection(net, ctxs, per_device_shape, sync=len(ctxs) > 1)
         with correction:      # around the training forward and backward passes (MXNet updates the
             ...               # moving statistics in the backward pass)
     """
 
-    def __init__(self, net, ctxs, input_shape, momentum, sync=False):
+    def __init__(self, net, ctxs, input_shape, sync=False):
         counts = values_per_channel(net, input_shape)
         devices = len(ctxs) if sync else 1  # SyncBatchNorm's statistics are over every device's values
         params = net.collect_params()
         self.ctxs = list(ctxs)
-        self.momentum = float(np.float32(momentum))  # as the operator holds it
         missing = [name for name in counts if name not in params]
         if missing or not counts:
             raise ValueError('the moving variances of the graph of %s are not its parameters: %s'
                              % (type(net).__name__, ', '.join(missing) or 'none found'))
-        self.layers = [(params[name], devices * count) for name, count in sorted(counts.items())]
+        # (the momentum as the operator holds it: float32)
+        self.layers = [(params[name], devices * count, float(np.float32(momentum)))
+                       for name, (count, momentum) in sorted(counts.items())]
         self.before = None
 
     def __enter__(self):
-        self.before = [[param.data(ctx).copy() for ctx in self.ctxs] for param, _ in self.layers]
+        self.before = [[param.data(ctx).copy() for ctx in self.ctxs] for param, _, _ in self.layers]
         return self
 
     def __exit__(self, kind, value, traceback):
         if kind is not None:
             return False
-        for (param, count), before in zip(self.layers, self.before):
+        for (param, count, momentum), before in zip(self.layers, self.before):
             if count < 2:  # one value per channel has no variance to correct (and TF gives it none)
                 continue
             for ctx, old in zip(self.ctxs, before):
                 new = param.data(ctx)
-                new += (new - self.momentum * old) / (count - 1)
+                new += (new - momentum * old) / (count - 1)
         self.before = None
         return False

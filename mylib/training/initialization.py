@@ -1,10 +1,34 @@
-"""Initial weights for training: a converted checkpoint, the ImageNet backbone, or the official initializers."""
+"""Initial weights for training: a converted checkpoint, an ImageNet backbone, or the official initializers."""
+import dataclasses
 import os
 
 import mxnet as mx
 
-from ..errors import WeightsError
-from ..weights import momentum_path, read_metadata, read_params
+from ..errors import OptionError, WeightsError
+from ..models.spec import CLASSIFICATION, release_spec
+from ..weights import momentum_path, read_metadata, read_params, spec_of
+
+
+def training_spec(init_path, backbone, num_classes, output_stride=None):
+    """The ModelSpec a run trains: --init's network (a DeepLab checkpoint: the same network, `num_classes`;
+    an ImageNet checkpoint: the official release head of its backbone, `release_spec`), else --backbone's
+    release network (default xception_65). output_stride None: the network's own.
+    OptionError when --backbone names another backbone than --init holds."""
+    if init_path is None:
+        spec = release_spec(backbone or 'xception_65', num_classes)
+    else:
+        found = spec_of(init_path)
+        if backbone is not None and backbone != found.model_variant:
+            raise OptionError('--backbone %s, but --init %s holds %s' % (backbone, init_path, found.model_variant))
+        spec = (release_spec(found.model_variant, num_classes, found.depth_multiplier)
+                if found.task == CLASSIFICATION else found.with_num_classes(num_classes))
+        if found.task == CLASSIFICATION and found.family == 'mobilenet' and found.depth_multiplier != 1.0:
+            # the slim classifiers round channels to multiples of 8; DeepLab's flag divisible_by=8 does too
+            spec = dataclasses.replace(spec, divisible_by=8)
+    try:
+        return spec.with_output_stride(output_stride)
+    except ValueError as error:
+        raise OptionError('--os %s: %s' % (output_stride, error)) from None
 
 
 def initialize_for_training(net, init_path, ctxs, seed=0):
@@ -13,9 +37,9 @@ def initialize_for_training(net, init_path, ctxs, seed=0):
     The initializers are those the layers were built with (`mylib.models.init`; slim's Xavier where a
     layer names none); the random values depend only on `seed`.
 
-    init_path: converted DeepLab v3+ parameters (everything is loaded; the logits only if the number
-    of classes matches), or the converted ImageNet xception_65 (its `backbone.*`), or None.
-    Returns a short description of what was loaded.
+    init_path: converted DeepLab parameters of `net`'s network (everything is loaded; the layers that
+    predict the classes only if their number matches), or a converted ImageNet checkpoint of its
+    backbone (its `backbone.*`), or None. Returns a short description of what was loaded.
     """
     mx.random.seed(seed)
     net.initialize(mx.init.Xavier(), ctx=ctxs, force_reinit=True)
@@ -23,24 +47,24 @@ def initialize_for_training(net, init_path, ctxs, seed=0):
         return 'random initialization (no --init)'
     named = net._collect_params_with_prefix()
     loaded = read_params(init_path)
-    if not any(name.startswith('backbone.') for name in loaded):
-        raise WeightsError('%s: neither DeepLab v3+ nor Xception-65 parameters (no backbone.*)' % init_path)
-    is_deeplab = 'logits.weight' in loaded and any(name.startswith('aspp.') for name in loaded)
+    found = spec_of(init_path, loaded)
+    is_deeplab = found.task != CLASSIFICATION
     wanted = [name for name in named if is_deeplab or name.startswith('backbone.')]
+    per_class = set(net.class_parameters())
     skipped = []
     for name in wanted:
         if name not in loaded:
             raise WeightsError('%s: has no %s' % (init_path, name))
         if loaded[name].shape != named[name].shape:
-            if name.startswith('logits.'):
+            if name in per_class:
                 skipped.append(name)
                 continue
             raise WeightsError('%s: %s has shape %s, the model needs %s'
                                % (init_path, name, loaded[name].shape, named[name].shape))
         named[name].set_data(loaded[name])
-    what = 'DeepLab v3+' if is_deeplab else 'ImageNet backbone'
-    note = (' (logits not loaded: %d classes there, %d here)' % (loaded['logits.weight'].shape[0], net.num_classes)
-            if skipped else '')
+    what = found.describe() if is_deeplab else 'ImageNet backbone (%s)' % found.model_variant
+    note = (' (%s not loaded: %d classes there, %d here)' % (', '.join(sorted(skipped)), found.num_classes,
+                                                             net.num_classes) if skipped else '')
     return 'initialised from %s %s: %d of %d parameters%s' % (what, init_path, len(wanted) - len(skipped),
                                                             len(named), note)
 

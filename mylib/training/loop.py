@@ -29,12 +29,12 @@ from ..devices import parse_devices
 from ..errors import OptionError, StopRequested, TrainingError
 from ..evaluation import evaluate
 from ..metrics import number_or_none
-from ..models import DeepLabV3Plus
+from ..models import DeepLab
 from ..models.layers import batch_norm
-from ..weights import momentum_path
+from ..weights import fitting_crop, momentum_path
 from .batch_norm import MovingVarianceCorrection
 from .curves import plot_curves
-from .initialization import initial_momentum, initialize_for_training
+from .initialization import initial_momentum, initialize_for_training, training_spec
 from .loss import pixel_cross_entropy
 from .optimizer import load_momentum
 from .options import BEFORE_OPTION, FIXED_ON_RESUME, NOT_RESUMED
@@ -71,7 +71,7 @@ class Session:
     log: Callable[[str], None]
     cluster: Cluster
     data: Data
-    net: DeepLabV3Plus
+    net: DeepLab
     trainer: gluon.Trainer
     run: RunDirectory
     metrics: MetricsLog
@@ -158,26 +158,30 @@ def build_data(options, cluster):
 
 
 def norm_layer(options, ctxs):
-    """BatchNorm at --bn-momentum; SyncBatchNorm over several devices; statistics fixed with --freeze-bn."""
+    """BatchNorm; SyncBatchNorm over several devices; statistics fixed with --freeze-bn (the momentum: --bn-momentum,
+    given to the network)."""
     if options.freeze_bn:
         return functools.partial(batch_norm, use_global_stats=True)
     if len(ctxs) > 1:
         from mxnet.gluon.contrib.nn import SyncBatchNorm
-        return functools.partial(batch_norm, momentum=options.bn_momentum, layer=SyncBatchNorm,
-                                 num_devices=len(ctxs))
-    return functools.partial(batch_norm, momentum=options.bn_momentum)
+        return functools.partial(batch_norm, layer=SyncBatchNorm, num_devices=len(ctxs))
+    return batch_norm
 
 
 def build_network(options, num_classes, ctxs, log):
-    """DeepLab v3+ on `ctxs`, initialised as the official training does and from --init.
+    """The DeepLab network of the run (`training_spec`: --init's, or --backbone's official release head) on
+    `ctxs`, initialised as the official training does and from --init.
 
     Weight decay (`wd_mult`) and initializers are the layers' own (`mylib.models`), set where they are built.
     """
     if options.amp:
         from mxnet.contrib import amp
         amp.init()  # before the network is built
-    net = DeepLabV3Plus(num_classes, options.output_stride, norm_layer=norm_layer(options, ctxs),
-                        dropout_keep=options.dropout_keep)
+    spec = training_spec(options.init, options.backbone, num_classes, options.output_stride)
+    options.backbone, options.output_stride = spec.model_variant, spec.output_stride  # as saved with the run
+    net = DeepLab(spec, norm_layer=norm_layer(options, ctxs), dropout_keep=options.dropout_keep,
+                  bn_momentum=options.bn_momentum)
+    fitting_crop(net, options.crop_size, given=True)  # a crop the network cannot take: OptionError
     log(initialize_for_training(net, options.init, ctxs, seed=options.seed))
     net.hybridize(static_alloc=True)
     return net
@@ -188,7 +192,7 @@ def moving_variance_correction(options, net, ctxs):
     if options.freeze_bn:
         return None
     shape = (options.batch_size // len(ctxs), 3) + tuple(options.crop_size)
-    return MovingVarianceCorrection(net, ctxs, shape, options.bn_momentum, sync=len(ctxs) > 1)
+    return MovingVarianceCorrection(net, ctxs, shape, sync=len(ctxs) > 1)
 
 
 def build_trainer(options, net, kvstore):
@@ -315,7 +319,7 @@ def validation_network(session):
     """A plain-BatchNorm copy of the network at the validation output stride (the same names)."""
     output_stride = session.options.val_os or session.options.output_stride
     ctxs = session.cluster.ctxs
-    net = DeepLabV3Plus(session.data.num_classes, output_stride)
+    net = DeepLab(session.net.spec.with_output_stride(output_stride))
     trained = session.net._collect_params_with_prefix()
     for name, param in net._collect_params_with_prefix().items():
         param.initialize(init=mx.init.Zero(), ctx=ctxs)  # (no random draws: every value is set next)
@@ -342,8 +346,9 @@ def validate(session, epoch):
 
 def weights_details(session):
     """What the JSON beside best.params / final.params says of the weights (read by predict.py, export.py)."""
-    return {'kind': 'deeplabv3plus', 'num_classes': session.data.num_classes, 'dataset': session.options.dataset,
-            'decoder': session.net.decoder is not None}
+    spec = session.net.spec
+    return {'kind': spec.task, 'num_classes': spec.num_classes, 'dataset': session.options.dataset,
+            'model': spec.to_json(), 'description': spec.describe()}
 
 
 def save_checkpoint(session):
@@ -424,7 +429,7 @@ def loop(session, requested):
     """Train from `session.iteration` to the last iteration; `requested` holds a stop request's signal."""
     options, data, batches = session.options, session.data, len(session.data.sampler)
     session.log('training %s on %d %s images (%d batches of %d an epoch) on %s, %d iterations, run folder %s'
-        % ('DeepLab v3+ (%d classes, OS%d)' % (data.num_classes, options.output_stride), data.train_images,
+        % (session.net.spec.describe(), data.train_images,
            options.dataset, batches, options.batch_size, ', '.join(map(str, session.cluster.ctxs)),
            options.iterations, session.run.path))
     bar = tqdm(total=options.iterations, initial=session.iteration, desc='training', unit='it',

@@ -12,6 +12,7 @@ from ..cli import (
     size_type,
 )
 from ..data.specs import DATASETS
+from ..models.spec import FAMILIES
 
 # Official DeepLab v3+ PASCAL recipe (research/deeplab train.py flags and g3doc/pascal.md):
 OFFICIAL = {
@@ -21,8 +22,6 @@ OFFICIAL = {
     'wd': 4e-5,           # weight_decay
     'batch_size': 16,     # train_batch_size
     'iterations': 30000,  # training_number_of_steps
-    'output_stride': 16,
-    'bn_momentum': 0.9997,  # batch_norm_decay
     'min_scale': 0.5,     # min_scale_factor
     'max_scale': 2.0,     # max_scale_factor
     'scale_step': 0.25,   # scale_factor_step_size
@@ -31,11 +30,12 @@ OFFICIAL = {
 # options that a resumed run must keep (the rest, like devices or workers, may change); --resume takes the
 # saved value of every option not written on its command line, except these (of the session, not the run)
 NOT_RESUMED = ('gpus', 'quiet', 'resume', 'run_dir', 'amp')  # amp: a property of the devices
-FIXED_ON_RESUME = ('dataset', 'train_split', 'val_split', 'num_classes', 'crop_size', 'init', 'output_stride',
-                   'freeze_bn', 'bn_momentum', 'lr', 'power', 'momentum', 'wd', 'batch_size', 'iterations', 'seed',
-                   'kvstore', 'optimizer', 'min_scale', 'max_scale', 'scale_step', 'no_flip', 'dropout_keep')
+FIXED_ON_RESUME = ('dataset', 'train_split', 'val_split', 'num_classes', 'crop_size', 'init', 'backbone',
+                   'output_stride', 'freeze_bn', 'bn_momentum', 'lr', 'power', 'momentum', 'wd', 'batch_size',
+                   'iterations', 'seed', 'kvstore', 'optimizer', 'min_scale', 'max_scale', 'scale_step', 'no_flip',
+                   'dropout_keep')
 # a run saved before an option existed resumes with the value that run had
-BEFORE_OPTION = {'optimizer': 'sgd'}
+BEFORE_OPTION = {'optimizer': 'sgd', 'backbone': 'xception_65'}
 
 
 def build_parser(description, multi_gpu, prog='train.py'):
@@ -64,14 +64,19 @@ def build_parser(description, multi_gpu, prog='train.py'):
     augment.add_argument('--no-flip', action='store_true', help='no random left-right flip')
     model = parser.add_argument_group('model')
     model.add_argument('--init', metavar='FILE.params',
-                       help='start from converted weights: a DeepLab v3+ checkpoint (fine-tune; logits kept if the '
-                            'classes match) or the ImageNet xception_65 backbone')
-    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16), default=OFFICIAL['output_stride'],
-                       help='training output stride (default 16)')
+                       help='start from converted weights: a DeepLab checkpoint of any family (fine-tune its network; '
+                            'logits kept if the classes match) or an ImageNet backbone (xception_41/65/71, '
+                            'resnet_v1_50/101_beta, mobilenet_v2), under the official release head of its family')
+    model.add_argument('--backbone', choices=tuple(FAMILIES),
+                       help='the network to train without --init (official release head of that backbone; default '
+                            "xception_65); with --init it must be the checkpoint's")
+    model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16, 32),
+                       help="training output stride (default: the network's, 16; 32 for MobileNet-v3)")
     model.add_argument('--freeze-bn', action='store_true',
                        help='keep batch-norm statistics fixed (for small batches; gamma/beta still train)')
-    model.add_argument('--bn-momentum', type=fraction, default=OFFICIAL['bn_momentum'],
-                       help='weight of the old running statistics per step (default 0.9997, the official decay; '
+    model.add_argument('--bn-momentum', type=fraction,
+                       help='weight of the old running statistics per step, in every batch norm (default: the '
+                            'official decays, 0.9997 in the head and Xception, 0.95 in ResNet, 0.997 in MobileNet; '
                             'lower it, e.g. 0.9, for short runs on small data)')
     model.add_argument('--dropout-keep', type=probability, default=OFFICIAL['dropout_keep'],
                        help='keep probability of the ASPP dropout (official 0.9; 1.0 turns it off)')

@@ -1,0 +1,118 @@
+"""Official TF names of the DeepLab MobileNets (mobilenet_v2, mobilenet_v3_large_seg, mobilenet_v3_small_seg)
+and of the slim MobileNet-v2 ImageNet classifier, with their Gluon blocks.
+
+Rows are (TF scope, Gluon block, kind) as in `converters.mapping` (kinds of `mapping.LAYER_TENSORS`:
+'conv_bn' = weights + BatchNorm/{gamma, beta, moving_mean, moving_variance}; 'depthwise_bn' =
+depthwise_weights + BatchNorm; 'conv_bias' = weights + biases: the squeeze-excite convs and the logits),
+generated from the model's own layer plan (`mylib.models.mobilenet_spec.plan_layers`), so that a layer
+added to a table is a row here. Gluon blocks are the official end points (`layer_<i>`), with the official
+sub-scopes `expand`, `depthwise`, `project`, `squeeze_excite.squeeze` (official `Conv`) and
+`squeeze_excite.excite` (`Conv_1`).
+
+The table module itself is plain Python; importing it imports MXNet only through `mylib/models/__init__.py`,
+which imports the networks.
+"""
+from mylib.errors import ConversionError
+from mylib.models.mobilenet_spec import VARIANTS, plan_layers
+
+# official feature_extractor.name_scope; the slim classifier uses 'MobilenetV2' too
+SCOPES = {'mobilenet_v2': 'MobilenetV2', 'mobilenet_v3_large_seg': 'MobilenetV3',
+          'mobilenet_v3_small_seg': 'MobilenetV3'}
+# slim's default variable scopes, numbered in order of creation: Conv, Conv_1, ...; expanded_conv, expanded_conv_1, ...
+OP_SCOPES = {'conv': 'Conv', 'expanded_conv': 'expanded_conv'}
+LOGITS = 'Logits/Conv2d_1c_1x1'  # official mobilenet.mobilenet: the legacy scope of the logits
+CLASSIFIER_LAST = len(VARIANTS['mobilenet_v2'].layers)  # the classifier runs the whole V2_DEF, through Conv_1
+CLASSIFIER_ROUNDING = (8, 8)  # the slim classifier: depth_multiplier's defaults divisible_by=8, min_depth=8
+
+
+def layer_scopes(planned, scope):
+    """{layer name: TF scope} of planned layers: `<scope>/<op scope>[_<n>]`, n counting that op's layers."""
+    counts, scopes = {}, {}
+    for layer in planned:
+        index = counts.get(layer.op, 0)
+        counts[layer.op] = index + 1
+        scopes[layer.name] = '%s/%s%s' % (scope, OP_SCOPES[layer.op], '_%d' % index if index else '')
+    return scopes
+
+
+def entries(planned, scope):
+    """[(TF scope, Gluon block, kind, TF shape of its weights)] of planned layers (blocks relative to the backbone)."""
+    found = []
+    for layer, tf_layer in zip(planned, layer_scopes(planned, scope).values()):
+        k, cin, inner, cout = layer.kernel, layer.in_channels, layer.expanded or layer.in_channels, layer.channels
+        if layer.op == 'conv':
+            found.append((tf_layer, layer.name, 'conv_bn', (k, k, cin, cout)))
+            continue
+        if layer.expanded:
+            found.append((tf_layer + '/expand', layer.name + '.expand', 'conv_bn', (1, 1, cin, inner)))
+        found.append((tf_layer + '/depthwise', layer.name + '.depthwise', 'depthwise_bn', (k, k, inner, 1)))
+        if layer.squeeze:  # official conv_blocks.squeeze_excite: two slim.conv2d with biases, Conv and Conv_1
+            found += [(tf_layer + '/squeeze_excite/Conv', layer.name + '.squeeze_excite.squeeze', 'conv_bias',
+                       (1, 1, inner, layer.squeeze)),
+                      (tf_layer + '/squeeze_excite/Conv_1', layer.name + '.squeeze_excite.excite', 'conv_bias',
+                       (1, 1, layer.squeeze, inner))]
+        found.append((tf_layer + '/project', layer.name + '.project', 'conv_bn', (1, 1, inner, cout)))
+    return found
+
+
+def backbone_rows(variant='mobilenet_v2', depth_multiplier=1.0, divisible_by=None):
+    """Rows of `MobileNetBackbone(variant, depth_multiplier)` (no 'backbone.' prefix); the same at any stride."""
+    planned = plan_layers(variant, depth_multiplier, 32, divisible_by)
+    return [entry[:3] for entry in entries(planned, SCOPES[variant])]
+
+
+def classifier_entries(depth_multiplier=1.0, num_classes=1001):
+    """`entries` of `MobileNetV2Classifier`: backbone (under 'backbone.'), `layer_19` (Conv_1), `logits`."""
+    planned = plan_layers('mobilenet_v2', depth_multiplier, 32, *CLASSIFIER_ROUNDING, last=CLASSIFIER_LAST)
+    found = entries(planned, SCOPES['mobilenet_v2'])
+    head = found.pop()
+    found = [(tf_scope, 'backbone.' + block, kind, shape) for tf_scope, block, kind, shape in found]
+    logits = ('%s/%s' % (SCOPES['mobilenet_v2'], LOGITS), 'logits', 'conv_bias', (1, 1, head[3][-1], num_classes))
+    return found + [head, logits]
+
+
+def classifier_rows(depth_multiplier=1.0):
+    """Rows of `MobileNetV2Classifier`: backbone (under 'backbone.'), `layer_19` (Conv_1) and the logits."""
+    return [entry[:3] for entry in classifier_entries(depth_multiplier)]
+
+
+def _variant_in(shapes):
+    """The official model_variant whose scope and blocks the checkpoint has, or None."""
+    if any(name.startswith('MobilenetV2/') for name in shapes):
+        return 'mobilenet_v2'
+    if any(name.startswith('MobilenetV3/') for name in shapes):
+        large = layer_scopes(plan_layers('mobilenet_v3_large_seg', 1.0, 32), 'MobilenetV3')['layer_16']
+        return 'mobilenet_v3_large_seg' if large + '/project/weights' in shapes else 'mobilenet_v3_small_seg'
+    return None
+
+
+def detect(shapes):
+    """{'variant', 'depth_multiplier', 'classifier', 'num_classes'} of a MobileNet checkpoint, else None.
+
+    shapes: {TF name: shape} of its model tensors. variant: official model_variant. classifier: the slim
+    ImageNet classifier (`MobilenetV2/Logits/...`; num_classes its size) rather than a DeepLab backbone.
+    The depth multiplier is read from the width of DeepLab's final layer and checked against the shape of
+    every weight; a MobileNet whose shapes fit no multiplier (another conv def, a v3 classifier) raises
+    ConversionError naming a tensor.
+    """
+    variant = _variant_in(shapes)
+    if variant is None:
+        return None
+    spec, scope = VARIANTS[variant], SCOPES[variant]
+    logits = shapes.get('%s/%s/weights' % (scope, LOGITS))
+    classifier = variant == 'mobilenet_v2' and logits is not None
+    final = entries(plan_layers(variant, 1.0, 32), scope)[-1]  # the final layer's last conv (v2: a projection)
+    width = shapes.get(final[0] + '/weights', (None,))[-1]
+    candidates = [width / final[3][-1], round(width / final[3][-1], 2)] if width else [1.0]
+    for multiplier in candidates:
+        found = classifier_entries(multiplier, int(logits[-1])) if classifier else \
+            entries(plan_layers(variant, multiplier, 32), scope)
+        expected = {'%s/%s' % (tf_scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
+                    for tf_scope, _, kind, shape in found}
+        mismatch = next((name for name, shape in expected.items() if tuple(shapes.get(name, ())) != shape), None)
+        if mismatch is None:
+            return {'variant': variant, 'depth_multiplier': multiplier, 'classifier': classifier,
+                    'num_classes': int(logits[-1]) if classifier else None}
+    raise ConversionError('%s checkpoint that is not %s (%d layers) at any depth multiplier: %s is %s, expected %s'
+                          % (scope, variant, spec.final_layer, mismatch, tuple(shapes.get(mismatch, ())) or 'missing',
+                             expected[mismatch]))

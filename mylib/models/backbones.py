@@ -1,0 +1,74 @@
+"""Every backbone family behind one call: `build_backbone(spec, taps, norm_layer)`.
+
+A backbone takes NCHW float32 normalised to [-1, 1] and returns a tuple: its decoder skips at the
+strides of `taps` (official DECODER_END_POINTS), in that order, then its final features. It has
+`channels` (final) and `tap_channels` ({stride: channels}). Heads never see more of it.
+
+Each family's batch norm has its official decay (the official feature extractor's arg scopes:
+Xception 0.9997, ResNet-v1-beta 0.95, MobileNet 0.997) unless `bn_momentum` sets one for every layer;
+`norm_layer` chooses the layer (BatchNorm, SyncBatchNorm).
+"""
+import functools
+
+from .layers import batch_norm
+
+BACKBONE_BN_DECAY = {  # official feature_extractor: the arg scope of each backbone
+    'xception': 0.9997,  # xception_arg_scope(batch_norm_decay=0.9997)
+    'resnet': 0.95,      # resnet_arg_scope(batch_norm_decay=0.95) in feature_extractor.extract_features
+    'mobilenet': 0.997,  # mobilenet training_scope(bn_decay=0.997) / mobilenet_v2_arg_scope
+}
+
+
+def _with_decay(spec, norm_layer, bn_momentum=None):
+    return functools.partial(norm_layer, momentum=bn_momentum or BACKBONE_BN_DECAY[spec.family])
+
+
+def _xception(spec, taps, norm_layer):
+    from .xception import XceptionBackbone
+    return XceptionBackbone(spec.output_stride, spec.model_variant, taps, norm_layer=norm_layer)
+
+
+def _resnet(spec, taps, norm_layer):
+    from .resnet import VARIANTS, ResNetV1Beta
+    return ResNetV1Beta(VARIANTS[spec.model_variant], spec.output_stride, spec.multi_grid, taps,
+                        norm_layer=norm_layer)
+
+
+def _mobilenet(spec, taps, norm_layer):
+    from .mobilenet import MobileNetBackbone
+    return MobileNetBackbone(spec.model_variant, spec.depth_multiplier, spec.output_stride, taps,
+                             divisible_by=spec.divisible_by, norm_layer=norm_layer)
+
+
+BUILDERS = {'xception': _xception, 'resnet': _resnet, 'mobilenet': _mobilenet}
+
+
+def build_backbone(spec, taps=(), norm_layer=batch_norm, bn_momentum=None):
+    """The backbone of `spec` (a ModelSpec) at its output stride, returning the skips of `taps`.
+    bn_momentum: MXNet's momentum of every batch norm (None: the family's official decay)."""
+    return BUILDERS[spec.family](spec, tuple(taps), _with_decay(spec, norm_layer, bn_momentum))
+
+
+def _xception_classifier(spec, norm_layer):
+    from .xception import XceptionClassifier
+    return XceptionClassifier(spec.num_classes, spec.model_variant, norm_layer=norm_layer)
+
+
+def _resnet_classifier(spec, norm_layer):
+    from .resnet import VARIANTS, ResNetV1BetaClassifier
+    return ResNetV1BetaClassifier(VARIANTS[spec.model_variant], spec.num_classes, norm_layer=norm_layer)
+
+
+def _mobilenet_classifier(spec, norm_layer):
+    from .mobilenet import MobileNetV2Classifier
+    if spec.model_variant != 'mobilenet_v2':
+        raise ValueError('%s has no ImageNet classifier in the official releases' % spec.model_variant)
+    return MobileNetV2Classifier(spec.num_classes, spec.depth_multiplier, norm_layer=norm_layer)
+
+
+CLASSIFIERS = {'xception': _xception_classifier, 'resnet': _resnet_classifier, 'mobilenet': _mobilenet_classifier}
+
+
+def build_classifier(spec, norm_layer=batch_norm):
+    """The ImageNet classifier of `spec`'s family (RGB 0-255 NCHW in, N x num_classes logits out)."""
+    return CLASSIFIERS[spec.family](spec, _with_decay(spec, norm_layer))

@@ -1,0 +1,187 @@
+"""MobileNet-v2 and MobileNet-v3 (large_seg, small_seg) as DeepLab uses them, and the slim MobileNet-v2
+ImageNet classifier, as Gluon blocks.
+
+The layers are data (`mobilenet_spec.py`, official slim `mobilenet_v2.V2_DEF` / `mobilenet_v3.V3_LARGE`,
+`V3_SMALL` with DeepLab's `_seg` changes); `plan_layers` resolves channels, strides and rates, and the
+blocks here only build what it says. Children are named after the official end points: `layer_1` (the
+stem conv) ... `layer_18`; an expanded conv has `expand` (absent in the first block), `depthwise`,
+`squeeze_excite` (v3 only, with `squeeze` and `excite`) and `project`, as the official scopes.
+"""
+import functools
+
+from mxnet.gluon import nn
+
+from .init import TruncatedNormal
+from .layers import BACKBONE_BN_EPSILON, ConvBN, batch_norm, biased_conv, normalize_pixels
+from .mobilenet_spec import VARIANTS, plan_layers, variant_of
+from .tf_same import every_second_from_end
+
+WEIGHT_INIT = TruncatedNormal(0.09)  # official mobilenet.training_scope / mobilenet_v2_arg_scope: stddev=0.09
+BN_DECAY = 0.997  # official training_scope(bn_decay=0.997), also DeepLab's mobilenet_v2_arg_scope for v3
+BN_EPSILON = BACKBONE_BN_EPSILON  # 1e-3: neither scope sets it, slim.batch_norm's default epsilon=0.001
+mobilenet_batch_norm = functools.partial(batch_norm, momentum=BN_DECAY)
+HARD_SWISH_SCALE = 1.0 / 6.0  # official mobilenet_v3.hard_swish: x * relu6(x + 3) * np.float32(1. / 6.)
+HARD_SIGMOID_SCALE = 0.16667  # official mobilenet_v3.squeeze_excite gating_fn: relu6(x + 3) * 0.16667
+DROPOUT_KEEP = 0.8  # official mobilenet.training_scope: dropout_keep_prob=0.8 before the logits
+
+
+def activate(F, x, kind):
+    """The official activations by name: 'relu', 'relu6', 'hard_swish', or None (linear)."""
+    if kind == 'relu':
+        return F.relu(x)
+    if kind == 'relu6':
+        return F.clip(x, 0.0, 6.0)
+    if kind == 'hard_swish':
+        return x * F.clip(x + 3.0, 0.0, 6.0) * HARD_SWISH_SCALE
+    return x
+
+
+class MobileConv(ConvBN):
+    """Bias-free conv with TF 'SAME' padding at any stride, batch norm, activation (NCHW in, NCHW out).
+
+    A stride-2 conv runs at stride 1 (symmetric padding) and keeps every second row and column counted
+    from the end, before its batch norm: exactly TF's 'SAME' for odd and even sizes alike (`tf_same.py`).
+    Stride-1 convs pad k_eff // 2 on each side, which is 'SAME' for odd kernels at any rate.
+    """
+
+    def __init__(self, in_channels, channels, kernel_size=1, stride=1, rate=1, groups=1, activation=None,
+                 norm_layer=mobilenet_batch_norm, **kwargs):
+        if stride not in (1, 2) or (stride == 2 and (kernel_size < 3 or rate != 1)):
+            raise ValueError('stride %r with kernel %r at rate %r: only stride 1, or stride 2 with an undilated '
+                             'kernel of 3 or more' % (stride, kernel_size, rate))
+        super().__init__(in_channels, channels, kernel_size, rate=rate, groups=groups, relu=False,
+                         bn_epsilon=BN_EPSILON, norm_layer=norm_layer, weight_init=WEIGHT_INIT, **kwargs)
+        self.stride, self.activation = stride, activation
+
+    def hybrid_forward(self, F, x):
+        x = self.conv(x)
+        x = self.bn(every_second_from_end(F, x) if self.stride == 2 else x)
+        return activate(F, x, self.activation)
+
+
+class SqueezeExcite(nn.HybridBlock):
+    """Official v3 `squeeze_excite` (factor 4): x * hard_sigmoid(excite(relu(squeeze(mean over H, W of x)))).
+
+    squeeze and excite are 1x1 convs with bias and no batch norm (official `Conv`, `Conv_1`).
+    """
+
+    def __init__(self, channels, squeeze_channels, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.squeeze = biased_conv(channels, squeeze_channels, weight_init=WEIGHT_INIT)
+            self.excite = biased_conv(squeeze_channels, channels, weight_init=WEIGHT_INIT)
+
+    def hybrid_forward(self, F, x):
+        # the mean over H, W as a global average pool: the same value, and an operator ONNX export translates
+        pooled = F.Pooling(x, kernel=(1, 1), global_pool=True, pool_type='avg')
+        squeezed = F.relu(self.squeeze(pooled))
+        gate = F.clip(self.excite(squeezed) + 3.0, 0.0, 6.0) * HARD_SIGMOID_SCALE
+        return F.broadcast_mul(x, gate)
+
+
+class ExpandedConv(nn.HybridBlock):
+    """Official `expanded_conv`: expand 1x1 -> depthwise -> (squeeze-excite) -> project 1x1 (linear), + input.
+
+    `layer` is a `mobilenet_spec.Planned`. With `returns_depthwise` the block returns (output, depthwise
+    output), the latter after the depthwise conv's batch norm and activation and before squeeze-excite
+    (official `depthwise_output`, DeepLab's decoder end points).
+    """
+
+    def __init__(self, layer, returns_depthwise=False, norm_layer=mobilenet_batch_norm, **kwargs):
+        super().__init__(**kwargs)
+        self.residual, self.returns_depthwise = layer.residual, returns_depthwise
+        inner = layer.expanded or layer.in_channels
+        with self.name_scope():
+            self.expand = MobileConv(layer.in_channels, inner, activation=layer.activation,
+                                     norm_layer=norm_layer) if layer.expanded else None
+            self.depthwise = MobileConv(inner, inner, layer.kernel, layer.stride, layer.rate, groups=inner,
+                                        activation=layer.activation, norm_layer=norm_layer)
+            self.squeeze_excite = SqueezeExcite(inner, layer.squeeze) if layer.squeeze else None
+            self.project = MobileConv(inner, layer.channels, norm_layer=norm_layer)
+
+    def hybrid_forward(self, F, x):
+        depthwise = self.depthwise(self.expand(x) if self.expand is not None else x)
+        y = self.squeeze_excite(depthwise) if self.squeeze_excite is not None else depthwise
+        y = self.project(y)
+        y = y + x if self.residual else y
+        return (y, depthwise) if self.returns_depthwise else y
+
+
+def build_layer(layer, returns_depthwise=False, norm_layer=mobilenet_batch_norm):
+    """The block of a planned layer: `ExpandedConv`, or `MobileConv` for a plain conv."""
+    if layer.op == 'expanded_conv':
+        return ExpandedConv(layer, returns_depthwise, norm_layer=norm_layer)
+    return MobileConv(layer.in_channels, layer.channels, layer.kernel, layer.stride, layer.rate,
+                      activation=layer.activation, norm_layer=norm_layer)
+
+
+class MobileNetBackbone(nn.HybridBlock):
+    """A DeepLab MobileNet backbone: input NCHW float32 normalised to [-1, 1]; returns a tuple.
+
+    variant: official model_variant, 'mobilenet_v2', 'mobilenet_v3_large_seg' or 'mobilenet_v3_small_seg'.
+    depth_multiplier, divisible_by, min_depth: the official channel rounding (`mobilenet_spec.channel_rounding`;
+    None: DeepLab's). output_stride: 8, 16 or 32.
+    taps: decoder strides (4, 8, 16); the output is the depthwise output of the official DECODER_END_POINTS
+    layer of each, in the order of `taps`, then the final features (the official final end point: v2
+    layer_18, 320 channels; v3-large layer_17 (Conv_1), 480; v3-small layer_13 (Conv_1), 288, at 1.0).
+    A tap's layer keeps its place in the network, so at an output stride below the tap's stride its
+    features are at the output stride (as the official end point is).
+    Attributes: `channels` (final), `tap_channels` ({stride: channels} of `taps`), `layers` (the blocks).
+    norm_layer: `norm_layer(in_channels=..., epsilon=...)`; the default has the official decay 0.997.
+    """
+
+    def __init__(self, variant='mobilenet_v2', depth_multiplier=1.0, output_stride=16, taps=(), divisible_by=None,
+                 min_depth=None, norm_layer=mobilenet_batch_norm, **kwargs):
+        super().__init__(**kwargs)
+        decoder_layers = variant_of(variant).decoder_layers
+        unknown = [stride for stride in taps if stride not in decoder_layers]
+        if unknown:
+            raise ValueError('%s has decoder end points at strides %s, not %s'
+                             % (variant, sorted(decoder_layers), unknown))
+        self.variant, self.output_stride, self.taps = variant, output_stride, tuple(taps)
+        self.tap_layers = {stride: 'layer_%d' % decoder_layers[stride] for stride in self.taps}
+        self.plan = plan_layers(variant, depth_multiplier, output_stride, divisible_by, min_depth)
+        self.layers = []
+        with self.name_scope():
+            for layer in self.plan:
+                block = build_layer(layer, layer.name in self.tap_layers.values(), norm_layer)
+                self.register_child(block, layer.name)
+                self.layers.append((layer.name, block))
+        inner = {layer.name: layer.expanded or layer.in_channels for layer in self.plan}
+        self.tap_channels = {stride: inner[name] for stride, name in self.tap_layers.items()}
+        self.channels = self.plan[-1].channels
+
+    def hybrid_forward(self, F, x):
+        found = {}
+        for name, block in self.layers:
+            if getattr(block, 'returns_depthwise', False):
+                x, found[name] = block(x)
+            else:
+                x = block(x)
+        return tuple(found[self.tap_layers[stride]] for stride in self.taps) + (x,)
+
+
+class MobileNetV2Classifier(nn.HybridBlock):
+    """The slim MobileNet-v2 ImageNet classifier (official `mobilenet_v2.mobilenet`, scope MobilenetV2).
+
+    Input: NCHW float32 RGB pixel values in [0, 255] (normalised inside to [-1, 1]). Output: N x
+    num_classes logits (class 0 is background in the official 1001-class checkpoints). The backbone at
+    output stride 32 (its parameters are DeepLab's), `layer_19` (official Conv_1, 1x1 to 1280 + BN +
+    ReLU6), global mean, dropout (keep 0.8, training only), `logits` (official Logits/Conv2d_1c_1x1,
+    1x1 with bias). Channels are rounded as slim's classifier does (divisible by 8, at least 8).
+    """
+
+    def __init__(self, num_classes=1001, depth_multiplier=1.0, norm_layer=mobilenet_batch_norm, **kwargs):
+        super().__init__(**kwargs)
+        head = plan_layers('mobilenet_v2', depth_multiplier, 32, 8, 8, last=len(VARIANTS['mobilenet_v2'].layers))
+        with self.name_scope():
+            self.backbone = MobileNetBackbone('mobilenet_v2', depth_multiplier, 32, divisible_by=8, min_depth=8,
+                                              norm_layer=norm_layer)
+            self.layer_19 = build_layer(head[-1], norm_layer=norm_layer)
+            self.dropout = nn.Dropout(1.0 - DROPOUT_KEEP)
+            self.logits = biased_conv(head[-1].channels, num_classes, weight_init=WEIGHT_INIT)
+
+    def hybrid_forward(self, F, x):
+        features = self.layer_19(self.backbone(normalize_pixels(x))[-1])
+        pooled = F.mean(features, axis=(2, 3), keepdims=True)  # official global_pool: a full-size avg_pool
+        return F.flatten(self.logits(self.dropout(pooled)))

@@ -1,0 +1,57 @@
+"""Training starts from every family: its ImageNet checkpoint, a DeepLab release of it, or --backbone alone.
+
+train.py runs as users run it, for two iterations on generated data, from the checkpoints of the zoo
+references converted as users convert them (`zoo_params`); what it trained loads with `load_model`.
+"""
+import json
+import os
+
+import pytest
+from helpers import ONE_THREAD, one_line_error, run_script, synthetic_shapes, train_args, write_segmentation_folder
+
+import mylib
+from mylib.models import ModelSpec
+
+
+@pytest.fixture(scope='module')
+def shapes_769(tmp_path_factory):
+    root = tmp_path_factory.mktemp('shapes769')
+    write_segmentation_folder(root, synthetic_shapes(4, 96, seed=11), 'train')
+    write_segmentation_folder(root, synthetic_shapes(2, 96, seed=12), 'val')
+    return root
+
+
+def trained_spec(run_dir):
+    with open(os.path.join(run_dir, 'final.json')) as stream:
+        return ModelSpec.from_json(json.load(stream)['model'])
+
+
+@pytest.mark.parametrize('folder, crop, expected', [
+    # the ImageNet MobileNet-v2 under its official release head (image pooling + 1x1, no decoder)
+    ('mnv2_imagenet', '65x65', ('mobilenet_v2', 16, None)),
+    # fine-tuning a DeepLab release of another family: its own network, new logits
+    ('x71_dpc_os16', '65x65', ('xception_71', 16, (4,))),
+    # MobileNet-v3's image pooling window is fixed at 769 x 769: trained at that crop
+    ('mnv3l_city', '769x769', ('mobilenet_v3_large_seg', 32, (8,))),
+])
+def test_train_from_a_zoo_checkpoint(zoo_params, shapes_769, tmp_path, folder, crop, expected):
+    run_dir = tmp_path / 'run'
+    args = list(train_args(shapes_769, run_dir, '--init', zoo_params[folder][0], iterations=2, gpus='cpu'))
+    args[args.index('--crop-size') + 1] = crop
+    result = run_script('train.py', *args, '--val-split', 'none', env=ONE_THREAD)
+    spec = trained_spec(run_dir)
+    assert (spec.model_variant, spec.output_stride, spec.decoder_output_stride) == expected
+    assert spec.num_classes == 3 and 'initialised from' in result.stdout
+    net = mylib.load_model(str(run_dir / 'final.params'))
+    assert net.spec == spec
+
+
+def test_train_a_backbone_from_scratch_and_refuse_a_crop_it_cannot_take(shapes_769, tmp_path):
+    run_dir = tmp_path / 'resnet'
+    run_script('train.py', *train_args(shapes_769, run_dir, '--backbone', 'resnet_v1_50_beta', iterations=2),
+               '--val-split', 'none', env=ONE_THREAD)
+    spec = trained_spec(run_dir)
+    assert (spec.model_variant, spec.multi_grid, spec.decoder_output_stride) == ('resnet_v1_50_beta', (1, 2, 4), (4,))
+    small = run_script('train.py', *train_args(shapes_769, tmp_path / 'mnv3', '--backbone', 'mobilenet_v3_small_seg'),
+                       '--val-split', 'none', check=False)
+    one_line_error(small, 'train.py', '--crop-size 65x65', '769x769', status=2)

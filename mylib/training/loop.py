@@ -32,7 +32,7 @@ from ..metrics import number_or_none
 from ..models import DeepLab
 from ..models.layers import batch_norm
 from ..weights import fitting_crop, momentum_path
-from .batch_norm import MovingVarianceCorrection
+from .batch_norm import AccurateBatchNorm, MovingVarianceCorrection
 from .curves import plot_curves
 from .initialization import initial_momentum, initialize_for_training, training_spec
 from .loss import pixel_cross_entropy
@@ -160,8 +160,13 @@ def build_data(options, cluster):
 def norm_layer(options, ctxs):
     """BatchNorm; SyncBatchNorm over several devices; statistics fixed with --freeze-bn (the momentum: --bn-momentum,
     given to the network)."""
+    if options.accurate_bn and (options.freeze_bn or len(ctxs) > 1):
+        raise OptionError('--accurate-bn is for one device with batch statistics: not with %s'
+                          % ('--freeze-bn' if options.freeze_bn else 'several devices (SyncBatchNorm)'))
     if options.freeze_bn:
         return functools.partial(batch_norm, use_global_stats=True)
+    if options.accurate_bn:
+        return functools.partial(batch_norm, layer=AccurateBatchNorm)
     if len(ctxs) > 1:
         from mxnet.gluon.contrib.nn import SyncBatchNorm
         return functools.partial(batch_norm, layer=SyncBatchNorm, num_devices=len(ctxs))

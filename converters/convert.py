@@ -42,13 +42,16 @@ def describe(metadata):
     return metadata.get('description') or '%s, %d classes' % (metadata['kind'], metadata['num_classes'])
 
 
-def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log=print, optimizer_state=False):
+def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log=print, optimizer_state=False,
+            flags=()):
     """Convert `source` (checkpoint prefix, folder, .tar.gz release archive, or stage-1 .h5) into Gluon
     parameters at `output` (default `default_output(source)`), with their JSON beside them.
 
     save_h5: also keep stage 1's TF-named arrays there; h5_only: stop after stage 1 (returns None).
     optimizer_state: also keep the checkpoint's `/Momentum` slots, written beside the parameters
     (`a.momentum` beside `a.params`) for `train.py --init` to start its optimizer from them.
+    flags: official model flags the checkpoint does not record, 'name=value' (`ModelSpec.with_flags`), e.g.
+    ('output_stride=8',) for a network trained and evaluated at OS8.
     log: where the progress messages go. Returns the metadata written to the JSON.
     Raises ConversionError naming the file or tensor at fault; nothing is left at `output` then.
     """
@@ -69,10 +72,10 @@ def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log
         if h5_only:
             return None
         output = output or default_output(source)
-        metadata = convert_h5(h5_path, output, progress=progress, optimizer_state=optimizer_state)
-    log('converted: %s' % describe(metadata))
+        metadata = convert_h5(h5_path, output, progress=progress, optimizer_state=optimizer_state, flags=flags)
+    log('converted: %s; not recorded in a checkpoint, so taken as:' % describe(metadata))
     for note in metadata.get('not_recorded_in_checkpoint', ()):
-        log('  assumed, as the official release flags: %s' % note)
+        log('  %s' % note)
     log('wrote %s: %d parameters, %s values (every tensor mapped once, %d skipped by rule); details in %s'
         % (output, metadata['parameters'], format(metadata['values'], ','),
            sum(metadata['tensors']['skipped'].values()), metadata_path(output)))

@@ -63,6 +63,12 @@ def build_parser():
                         help="also keep the checkpoint's optimizer state (its tf.train.MomentumOptimizer slots), "
                              'written as FILE.momentum beside FILE.params: train.py --init FILE.params starts '
                              'from it, as the official fine-tuning does')
+    parser.add_argument('--flag', action='append', default=[], metavar='NAME=VALUE', dest='flags',
+                        help='an official model flag the checkpoint does not record, as the official scripts take '
+                             'it (repeatable): output_stride=8, atrous_rates=12,24,36, multi_grid=1,2,4, '
+                             'image_pooling_crop_size=769,769, decoder_output_stride=4, '
+                             'dense_prediction_cell_json=FILE ... (default: the official release flags of the '
+                             "checkpoint's family, listed by the conversion)")
     parser.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     return parser
 
@@ -86,6 +92,13 @@ def main(argv=None):
         raise OptionError('--optimizer-state takes a CKPT: the zoo caches the weights only')
     if args.model and args.save_h5:
         raise OptionError('--save-h5 and --h5-only take a CKPT, not --model')
+    if args.model and args.flags:
+        raise OptionError('--flag takes a CKPT: a release by --model has its official flags')
+    from mylib.models.spec import parse_flags
+    try:
+        parse_flags(args.flags)
+    except ValueError as error:
+        raise OptionError('--flag: %s' % error) from None
     from converters.convert import convert, default_output
     default_name = args.model + '.params' if args.model else default_output(args.checkpoint)
     if args.output and os.path.isdir(args.output):
@@ -96,7 +109,7 @@ def main(argv=None):
         convert_release(args.model, args.output or default_name, progress)
     else:
         convert(args.checkpoint, args.output, args.save_h5, args.h5_only, progress=progress,
-                optimizer_state=args.optimizer_state)
+                optimizer_state=args.optimizer_state, flags=args.flags)
     return 0
 
 

@@ -14,7 +14,7 @@ import sys
 from collections import OrderedDict, namedtuple
 
 from converters.tables import mobilenet, resnet, xception
-from converters.tables.heads import detect_head, head_rows
+from converters.tables.heads import detect_head, flag_text, head_rows
 from mylib.errors import ConversionError
 from mylib.models.spec import CLASSIFICATION, FAMILIES, RELEASE_FLAGS, ModelSpec, default_rates, xception65_spec
 
@@ -199,7 +199,7 @@ def detect_model(shapes):
         raise ConversionError(str(error)) from None
     fields.update({name: value for name, value in defaults.items() if name in ('multi_grid',)})
     if 'multi_grid' in fields:
-        notes.append('multi_grid %s (the official flags; a checkpoint does not record it)' % (fields['multi_grid'],))
+        notes.append('multi_grid=%s (the official flags of every ResNet release)' % flag_text(fields['multi_grid']))
     try:
         return ModelSpec(**fields, **head), notes
     except ValueError as error:

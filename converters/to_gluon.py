@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from converters.mapping import MOMENTUM_SLOT, SLOT_GROUP, detect_model, skip_reason, table_for, to_gluon_layout
+from converters.tables.heads import flag_text
 from mylib.errors import ConversionError
 from mylib.fileio import atomic_path, write_json
 from mylib.weights import metadata_path, momentum_path
@@ -62,7 +63,7 @@ def account(table, datasets):
     return skipped
 
 
-def convert_h5(h5_path, params_path, progress=True, optimizer_state=False):
+def convert_h5(h5_path, params_path, progress=True, optimizer_state=False, flags=()):
     """Convert a stage-1 .h5 into Gluon parameters at `params_path` (+ a JSON beside it).
 
     optimizer_state: also write the checkpoint's `/Momentum` slots, mapped like their variables, to
@@ -83,6 +84,18 @@ def convert_h5(h5_path, params_path, progress=True, optimizer_state=False):
                  if name.startswith(SLOT_GROUP + '/')}
         shapes = {name: dataset.shape for name, dataset in datasets.items() if not skip_reason(name)}
         spec, notes = detect_model(shapes)
+        if flags:
+            try:
+                spec = spec.with_flags(flags)
+            except ValueError as error:
+                raise ConversionError(str(error)) from None
+            given = {flag.lstrip('-').partition('=')[0] for flag in flags}
+            stale = given | ({'atrous_rates'} if 'output_stride' in given else set())
+            notes = ['%s (--flag)' % flag.lstrip('-') for flag in flags] + [
+                note for note in notes if note.partition('=')[0] not in stale]
+            if 'output_stride' in given and 'atrous_rates' not in given and spec.atrous_rates:
+                notes.append('atrous_rates=%s (the official rates at output_stride=%d)'
+                             % (flag_text(spec.atrous_rates), spec.output_stride))
         table = table_for(spec)
         model = build_model(spec)
         expected = {name: param.shape for name, param in model._collect_params_with_prefix().items()}

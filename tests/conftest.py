@@ -5,7 +5,6 @@ TensorFlow is only ever imported in subprocesses (the converter's reading stage,
 `helpers.write_tf_checkpoint` for generated checkpoints), never in the test process next to mxnet.
 """
 import os
-import shutil
 
 os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count() or 1))  # before mxnet is imported
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -16,7 +15,7 @@ os.environ.setdefault('MXNET_SUBGRAPH_VERBOSE', '0')
 os.environ.setdefault('MXNET_CPU_TEMP_COPY', '64')
 
 import pytest  # noqa: E402
-from helpers import REFERENCE, ZOO_REFERENCES, run_script, write_zoo_checkpoints  # noqa: E402
+from helpers import REFERENCE, ZOO_REFERENCES, convert_zoo_references, run_script  # noqa: E402
 
 
 @pytest.fixture(scope='session')
@@ -50,13 +49,7 @@ def reference_net(converted_reference):
 
 @pytest.fixture(scope='session')
 def zoo_params(tmp_path_factory):
-    """{reference folder: (converted .params, converter stdout)} for every zoo reference."""
-    root = tmp_path_factory.mktemp('zoo')
-    checkpoints = write_zoo_checkpoints(root, ZOO_REFERENCES.values())
-    converted = {}
-    for folder, name in ZOO_REFERENCES.items():
-        output = root / (name + '.params')
-        result = run_script('converters/extract_weights.py', checkpoints[name], '--output', output)
-        shutil.rmtree(checkpoints[name].parent)  # up to 365 MB each
-        converted[folder] = (output, result.stdout)
-    return converted
+    """{reference folder: (converted .params, converter stdout)} for every zoo reference, each converted by
+    extract_weights.py as a user would (`helpers.convert_zoo_references`)."""
+    converted = convert_zoo_references(tmp_path_factory.mktemp('zoo'), ZOO_REFERENCES.values())
+    return {folder: converted[name] for folder, name in ZOO_REFERENCES.items()}

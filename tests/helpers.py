@@ -166,17 +166,32 @@ ZOO_REFERENCES = {  # folder of outputs -> checkpoint recipe (manifest_<name>.js
 }
 
 
-def write_zoo_checkpoints(folder, names):
-    """Write the TF checkpoints of the zoo recipes `names` as `folder/<name>/model.ckpt` with the
-    reference's own make_checkpoint.py, in one subprocess (TensorFlow loads once)."""
-    code = ('import runpy, sys\n'
-            'make, zoo, out = runpy.run_path(sys.argv[1]), sys.argv[2], sys.argv[3]\n'
-            'for name in sys.argv[4:]:\n'
+def convert_zoo_references(folder, names):
+    """{name: (params path, what extract_weights.py printed)} for the zoo recipes `names`: each checkpoint
+    written by the reference's own make_checkpoint.py into `folder/<name>/`, converted by
+    `converters/extract_weights.py CKPT --output folder/<name>.params` (its `main`, as the script runs it),
+    then deleted (up to 365 MB each). One subprocess for all: TensorFlow loads once, not ten times."""
+    code = ('import contextlib, io, runpy, shutil, sys\n'
+            'make = runpy.run_path(sys.argv[1])\n'
+            'convert = runpy.run_path(sys.argv[2], run_name="extract_weights")["main"]\n'
+            'zoo, out = sys.argv[3], sys.argv[4]\n'
+            'for name in sys.argv[5:]:\n'
+            '    prefix = "%s/%s/model.ckpt" % (out, name)\n'
             '    make["main"]([sys.argv[1], "%s/manifest_%s.json" % (zoo, name),\n'
-            '                  "%s/statistics_%s.npz" % (zoo, name), "%s/%s/model.ckpt" % (out, name)])\n')
-    subprocess.run([sys.executable, '-c', code, str(REFERENCE / 'make_checkpoint.py'), str(ZOO), str(folder)]
-                   + list(names), check=True, capture_output=True)
-    return {name: Path(folder) / name / 'model.ckpt' for name in names}
+            '                  "%s/statistics_%s.npz" % (zoo, name), prefix])\n'
+            '    printed = io.StringIO()\n'
+            '    with contextlib.redirect_stdout(printed):\n'
+            '        status = convert([prefix, "--output", "%s/%s.params" % (out, name), "--quiet"])\n'
+            '    shutil.rmtree("%s/%s" % (out, name))\n'
+            '    if status:\n'
+            '        sys.exit("extract_weights.py failed on %s: %s" % (name, status))\n'
+            '    with open("%s/%s.stdout" % (out, name), "w") as stream:\n'
+            '        stream.write(printed.getvalue())\n')
+    subprocess.run([sys.executable, '-c', code, str(REFERENCE / 'make_checkpoint.py'),
+                    str(REPO / 'converters' / 'extract_weights.py'), str(ZOO), str(folder)] + list(names),
+                   check=True, capture_output=True, cwd=REPO)
+    return {name: (Path(folder) / (name + '.params'), (Path(folder) / (name + '.stdout')).read_text())
+            for name in names}
 
 
 def zoo_input(image, crop, value=127.5):

@@ -1,4 +1,5 @@
 """The converter: its table against the official names, its outputs, its inputs and its errors."""
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -81,6 +82,31 @@ def test_detects_what_a_checkpoint_is():
 
 
 # --- what a user gets ------------------------------------------------------------------------------
+@pytest.mark.fast
+def test_official_flags_complete_what_a_checkpoint_does_not_record():
+    spec = xception65_spec(21)
+    at8 = spec.with_flags(['output_stride=8'])  # the rates follow the output stride, as the official flags
+    assert (at8.output_stride, at8.atrous_rates) == (8, (12, 24, 36))
+    repeated = spec.with_flags(['--atrous_rates=3', '--atrous_rates=6', '--atrous_rates=9', '--output_stride=8'])
+    assert repeated.atrous_rates == (3, 6, 9)  # official multi-integer flags, written as the scripts take them
+    assert spec.with_flags(['image_pooling_crop_size=769,769', 'aspp_with_separable_conv=false']) == \
+        dataclasses.replace(spec, image_pooling_crop_size=(769, 769), aspp_with_separable_conv=False)
+    for bad, message in (('atrous_rate=6', 'not one of the official model flags'),
+                         ('output_stride=x', 'not a valid value'), ('output_stride', 'write name=value'),
+                         ('model_variant=xception_71', 'the checkpoint holds xception_65')):
+        with pytest.raises(ValueError, match=message):
+            spec.with_flags([bad])
+
+
+def test_conversion_with_official_flags(reference_checkpoint, out_dir):
+    result = convert(reference_checkpoint, out_dir, '--flag', 'output_stride=8', '--quiet', check=True)
+    assert 'output_stride=8 (--flag)' in result.stdout and 'atrous_rates=12,24,36' in result.stdout
+    metadata = json.loads((out_dir / 'out.json').read_text())
+    assert (metadata['model']['output_stride'], metadata['model']['atrous_rates']) == (8, [12, 24, 36])
+    one_line_error(convert(reference_checkpoint, out_dir, '--flag', 'atrous_rate=6'), 'extract_weights.py',
+                   '--flag', "'atrous_rate'", status=2)
+
+
 def test_conversion_output_and_metadata(converted_reference, reference_checkpoint):
     params, stdout = converted_reference
     metadata = json.loads(params.with_suffix('.json').read_text())
@@ -193,6 +219,16 @@ def tiny_deeplab(names):
     return {name: np.zeros([1], np.float32) for name in names}
 
 
+def write_h5(path, arrays):
+    """A stage-1 file (TF-named arrays, as --save-h5 writes) of `arrays`: the checks of stage 2 run on it
+    without TensorFlow (the TF reading stage has its own damaged-file tests above)."""
+    import h5py
+    with h5py.File(path, 'w') as h5:
+        for name, value in arrays.items():
+            h5.create_dataset(name, data=value)
+    return path
+
+
 def assert_refused(result, out_dir, *culprits):
     line = one_line_error(result, 'extract_weights.py', *culprits)
     assert result.stderr.strip() == line  # and nothing else: no warning of TensorFlow's either
@@ -274,29 +310,29 @@ def test_corrupted_archive(tmp_path, out_dir):
 def test_checkpoint_of_another_architecture(tmp_path, out_dir):
     names = ['InceptionV3/Conv2d_1a_3x3/weights', 'InceptionV3/Conv2d_1a_3x3/BatchNorm/beta', 'aspp0/weights',
              'image_pooling/weights', 'logits/semantic/weights', 'logits/semantic/biases']
-    prefix = write_tf_checkpoint(tmp_path / 'inception.ckpt', tiny_deeplab(names))
-    assert_refused(convert(prefix, out_dir), out_dir, 'not an official DeepLab or ImageNet checkpoint',
+    h5 = write_h5(tmp_path / 'inception.h5', tiny_deeplab(names))
+    assert_refused(convert(h5, out_dir), out_dir, 'not an official DeepLab or ImageNet checkpoint',
                    'no known backbone scope', 'InceptionV3')
 
 
 def test_checkpoint_missing_a_tensor(tmp_path, out_dir):
     names = [n for n in model_tensors() if n != 'decoder/decoder_conv1_pointwise/BatchNorm/moving_variance']
-    prefix = write_tf_checkpoint(tmp_path / 'model.ckpt', tiny_deeplab(names))
-    assert_refused(convert(prefix, out_dir), out_dir, 'missing 1 tensor',
+    h5 = write_h5(tmp_path / 'model.h5', tiny_deeplab(names))
+    assert_refused(convert(h5, out_dir), out_dir, 'missing 1 tensor',
                    'decoder/decoder_conv1_pointwise/BatchNorm/moving_variance')
 
 
 def test_checkpoint_with_an_unexpected_tensor(tmp_path, out_dir):
     names = list(model_tensors()) + ['aspp0/extra_scale']
-    prefix = write_tf_checkpoint(tmp_path / 'model.ckpt', tiny_deeplab(names))
-    assert_refused(convert(prefix, out_dir), out_dir, 'aspp0/extra_scale')
+    h5 = write_h5(tmp_path / 'model.h5', tiny_deeplab(names))
+    assert_refused(convert(h5, out_dir), out_dir, 'aspp0/extra_scale')
 
 
 def test_tensor_of_the_wrong_shape(tmp_path, out_dir):
     arrays = {name: np.zeros(shape, np.float32) for name, shape in model_tensors().items()}
     arrays['aspp1_pointwise/weights'] = np.zeros((1, 1, 2048, 128), np.float32)
-    prefix = write_tf_checkpoint(tmp_path / 'model.ckpt', arrays)
-    assert_refused(convert(prefix, out_dir), out_dir, 'aspp1_pointwise/weights', '(1, 1, 2048, 128)')
+    h5 = write_h5(tmp_path / 'model.h5', arrays)
+    assert_refused(convert(h5, out_dir), out_dir, 'aspp1_pointwise/weights', '(1, 1, 2048, 128)')
 
 
 def test_help_describes_inputs():

@@ -10,12 +10,12 @@ import pytest
 from helpers import ONE_THREAD, one_line_error, run_script, synthetic_shapes, train_args, write_segmentation_folder
 
 import mylib
-from mylib.models import ModelSpec
+from mylib.models import ModelSpec, build_network, release_spec
 
 
 @pytest.fixture(scope='module')
-def shapes_769(tmp_path_factory):
-    root = tmp_path_factory.mktemp('shapes769')
+def shapes96(tmp_path_factory):
+    root = tmp_path_factory.mktemp('shapes96')
     write_segmentation_folder(root, synthetic_shapes(4, 96, seed=11), 'train')
     write_segmentation_folder(root, synthetic_shapes(2, 96, seed=12), 'val')
     return root
@@ -31,12 +31,10 @@ def trained_spec(run_dir):
     ('mnv2_imagenet', '65x65', ('mobilenet_v2', 16, None)),
     # fine-tuning a DeepLab release of another family: its own network, new logits
     ('x71_dpc_os16', '65x65', ('xception_71', 16, (4,))),
-    # MobileNet-v3's image pooling window is fixed at 769 x 769: trained at that crop
-    ('mnv3l_city', '769x769', ('mobilenet_v3_large_seg', 32, (8,))),
 ])
-def test_train_from_a_zoo_checkpoint(zoo_params, shapes_769, tmp_path, folder, crop, expected):
+def test_train_from_a_zoo_checkpoint(zoo_params, shapes96, tmp_path, folder, crop, expected):
     run_dir = tmp_path / 'run'
-    args = list(train_args(shapes_769, run_dir, '--init', zoo_params[folder][0], iterations=2, gpus='cpu'))
+    args = list(train_args(shapes96, run_dir, '--init', zoo_params[folder][0], iterations=2, gpus='cpu'))
     args[args.index('--crop-size') + 1] = crop
     result = run_script('train.py', *args, '--val-split', 'none', env=ONE_THREAD)
     spec = trained_spec(run_dir)
@@ -46,12 +44,25 @@ def test_train_from_a_zoo_checkpoint(zoo_params, shapes_769, tmp_path, folder, c
     assert net.spec == spec
 
 
-def test_train_a_backbone_from_scratch_and_refuse_a_crop_it_cannot_take(shapes_769, tmp_path):
+@pytest.mark.fast
+def test_a_decoder_that_outputs_the_logits_is_retrained_for_the_new_classes():
+    """MobileNet-v3's sum-merge decoder is its logits: fine-tuning to other classes resizes the decoder, and only
+    the decoder is left out of what --init loads."""
+    spec = release_spec('mobilenet_v3_large_seg', 19).with_num_classes(3)
+    assert (spec.num_classes, spec.decoder_filters, spec.output_stride) == (3, 3, 32)
+    net = build_network(spec)
+    assert net.logits is None and sorted(net.class_parameters()) == [
+        'decoder.conv0.bias', 'decoder.conv0.weight', 'decoder.feature_projection.bias',
+        'decoder.feature_projection.weight']
+    assert net.minimum_input == (769, 769)
+
+
+def test_train_a_backbone_from_scratch_and_refuse_a_crop_it_cannot_take(shapes96, tmp_path):
     run_dir = tmp_path / 'resnet'
-    run_script('train.py', *train_args(shapes_769, run_dir, '--backbone', 'resnet_v1_50_beta', iterations=2),
+    run_script('train.py', *train_args(shapes96, run_dir, '--backbone', 'resnet_v1_50_beta', iterations=2),
                '--val-split', 'none', env=ONE_THREAD)
     spec = trained_spec(run_dir)
     assert (spec.model_variant, spec.multi_grid, spec.decoder_output_stride) == ('resnet_v1_50_beta', (1, 2, 4), (4,))
-    small = run_script('train.py', *train_args(shapes_769, tmp_path / 'mnv3', '--backbone', 'mobilenet_v3_small_seg'),
+    small = run_script('train.py', *train_args(shapes96, tmp_path / 'mnv3', '--backbone', 'mobilenet_v3_small_seg'),
                        '--val-split', 'none', check=False)
     one_line_error(small, 'train.py', '--crop-size 65x65', '769x769', status=2)

@@ -7,6 +7,13 @@ from .xception import separable_rows
 LOGITS = 'logits/semantic'  # official get_branch_logits: scope 'logits', scope_suffix 'semantic'
 
 
+def flag_text(value):
+    """A field's value as the official flag writes it: 6,12,18; true; 16."""
+    if isinstance(value, (tuple, list)):
+        return ','.join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def conv_rows(tf_scope, gluon_block, separable):
     """A 3x3 conv + BN of the head: split separable (two rows) or plain."""
     return separable_rows(tf_scope, gluon_block) if separable else [(tf_scope, gluon_block, 'conv_bn')]
@@ -63,7 +70,8 @@ def detect_head(shapes, family_defaults):
 
     family_defaults: what a checkpoint does not record (output stride, decoder stride, image pooling
     window...), from the official release flags of its family; the names' presence and the shapes
-    decide the rest. Returns (fields, notes): notes say which fields came from the defaults.
+    decide the rest. Returns (fields, notes): each note, 'flag=value (why)', says a field that came from
+    the defaults.
     Raises ValueError naming the tensors when the head is not one the official code builds.
     """
     fields, notes = {}, []
@@ -75,6 +83,8 @@ def detect_head(shapes, family_defaults):
         raise ValueError('no logits: neither %s/weights nor decoder/decoder_conv0/biases is in the checkpoint' % LOGITS)
     output_stride = family_defaults.get('output_stride', 16)
     fields['output_stride'] = output_stride
+    notes.append('output_stride=%d (the releases\' evaluation; load_model(path, output_stride=) runs others)'
+                 % output_stride)
     dpc_branches = {name.split('/')[1].split('_')[0] for name in shapes
                     if name.startswith('meta_architecture/branch')}
     if dpc_branches:
@@ -83,7 +93,8 @@ def detect_head(shapes, family_defaults):
                              '(dense_prediction_cell_branch5_top1_cityscapes.json) has %d'
                              % (len(dpc_branches), len(DPC_BRANCH5_TOP1_CITYSCAPES)))
         fields['dense_prediction_cell_config'] = DPC_BRANCH5_TOP1_CITYSCAPES
-        notes.append('dense prediction cell: the official dense_prediction_cell_branch5_top1_cityscapes.json')
+        notes.append('dense_prediction_cell_json=dense_prediction_cell_branch5_top1_cityscapes.json (the cell of '
+                     'the official releases; the branch wiring and rates are not in a checkpoint)')
     else:
         fields.update(_aspp_fields(shapes, output_stride, family_defaults, notes))
     fields.update(_decoder_fields(shapes, family_defaults, notes))
@@ -101,10 +112,8 @@ def _aspp_fields(shapes, output_stride, family_defaults, notes):
     if fields['aspp_with_squeeze_and_excitation']:
         for name in ('image_pooling_crop_size', 'image_pooling_stride', 'image_se_uses_qsigmoid'):
             fields[name] = family_defaults[name]
-        notes.append('image pooling gate: image_pooling_crop_size=%s, image_pooling_stride=%s, q_sigmoid=%s (the '
-                     'official release flags; a checkpoint does not record them)'
-                     % (fields['image_pooling_crop_size'], fields['image_pooling_stride'],
-                        fields['image_se_uses_qsigmoid']))
+        notes += ['%s=%s (the official release flags)' % (name, flag_text(fields[name]))
+                  for name in ('image_pooling_crop_size', 'image_pooling_stride', 'image_se_uses_qsigmoid')]
     branches = 0
     while ('aspp%d_depthwise/depthwise_weights' % (branches + 1) in shapes
            or 'aspp%d/weights' % (branches + 1) in shapes):
@@ -115,8 +124,8 @@ def _aspp_fields(shapes, output_stride, family_defaults, notes):
                              'rates the checkpoint does not record' % (branches, branches))
         fields['atrous_rates'] = default_rates(output_stride)
         fields['aspp_with_separable_conv'] = 'aspp1_depthwise/depthwise_weights' in shapes
-        notes.append('atrous rates %s at output stride %d (the official flags; a checkpoint does not record them)'
-                     % (fields['atrous_rates'], output_stride))
+        notes.append('atrous_rates=%s (the official rates at output_stride=%d)'
+                     % (flag_text(fields['atrous_rates']), output_stride))
     return fields
 
 
@@ -138,6 +147,6 @@ def _decoder_fields(shapes, family_defaults, notes):
         conv0 = ('decoder/decoder_conv0_pointwise' if fields['decoder_use_separable_conv']
                  else 'decoder/decoder_conv0/decoder_conv0_1')
         fields['decoder_filters'] = int(shapes[conv0 + '/weights'][-1])
-    notes.append('decoder at output stride %s (the official decoder end point of this family)'
-                 % (fields['decoder_output_stride'],))
+    notes.append('decoder_output_stride=%s (the official decoder end point of this family)'
+                 % flag_text(fields['decoder_output_stride']))
     return fields

@@ -135,6 +135,18 @@ class ModelSpec:
             rates = tuple(int(rate) for rate in scaled)
         return dataclasses.replace(self, output_stride=output_stride, atrous_rates=rates)
 
+    def with_flags(self, flags):
+        """The spec with official DeepLab flags set (`parse_flags`); `model_variant` must be the spec's own.
+        A new output_stride without atrous_rates scales the rates, as the official flags do."""
+        changes = parse_flags(flags)
+        if changes.get('model_variant', self.model_variant) != self.model_variant:
+            raise ValueError('flag model_variant=%s, but the checkpoint holds %s' % (changes['model_variant'],
+                                                                                     self.model_variant))
+        spec = self
+        if 'output_stride' in changes and 'atrous_rates' not in changes:  # the rates follow, as the flags' do
+            spec = spec.with_output_stride(changes['output_stride'])
+        return dataclasses.replace(spec, **changes) if changes else spec
+
     def with_num_classes(self, num_classes):
         """The same network predicting `num_classes` (a decoder whose output is the logits has as many filters)."""
         changes = {'num_classes': num_classes}
@@ -178,6 +190,71 @@ class ModelSpec:
                 'v3+' if self.decoder_output_stride else 'v3')
         variant = self.model_variant + ('' if self.depth_multiplier == 1.0 else ' x%g' % self.depth_multiplier)
         return 'DeepLab %s (%s, OS%d), %d classes' % (head, variant, self.output_stride, self.num_classes)
+
+
+def parse_flags(flags):
+    """{field: value} of official DeepLab flags, as `--name=value` strings of the official train/eval scripts
+    or `name=value` ('output_stride=8', 'atrous_rates=12,24,36', 'image_pooling_crop_size=769,769',
+    'dense_prediction_cell_json=FILE'); a repeated list flag accumulates, as the official multi-integer
+    flags do (`--atrous_rates=12 --atrous_rates=24 ...`). ValueError naming the flag for an unknown name
+    or a bad value."""
+    values = {}
+    for flag in flags:
+        name, separator, text = flag.lstrip('-').partition('=')
+        if not separator:
+            raise ValueError('flag %r: write name=value' % flag)
+        values.setdefault(name.strip(), []).append(text.strip())
+    changes = {}
+    for name, texts in values.items():
+        if name == 'dense_prediction_cell_json':
+            changes['dense_prediction_cell_config'] = read_dense_prediction_cell(texts[-1])
+            continue
+        if name not in FLAG_TYPES:
+            raise ValueError('flag %r is not one of the official model flags: %s'
+                             % (name, ', '.join(sorted(FLAG_TYPES) + ['dense_prediction_cell_json'])))
+        try:
+            changes[name] = FLAG_TYPES[name](texts)
+        except ValueError:
+            raise ValueError('flag %s=%s: not a valid value' % (name, ','.join(texts))) from None
+    return changes
+
+
+def _integers(texts):
+    found = tuple(int(value) for text in texts for value in text.split(',') if value.strip())
+    return found or None
+
+
+def _boolean(texts):
+    text = texts[-1].lower()
+    if text not in ('1', '0', 'true', 'false'):
+        raise ValueError(text)
+    return text in ('1', 'true')
+
+
+# The official model flags (common.py) a spec takes, and how their text reads; lists may be repeated flags.
+FLAG_TYPES = {
+    'model_variant': lambda texts: texts[-1], 'output_stride': lambda texts: int(texts[-1]),
+    'atrous_rates': _integers, 'multi_grid': _integers, 'decoder_output_stride': _integers,
+    'image_pooling_crop_size': _integers, 'image_pooling_stride': _integers,
+    'depth_multiplier': lambda texts: float(texts[-1]), 'divisible_by': lambda texts: int(texts[-1]),
+    'aspp_convs_filters': lambda texts: int(texts[-1]), 'decoder_filters': lambda texts: int(texts[-1]),
+    **{name: _boolean for name in ('add_image_level_feature', 'aspp_with_separable_conv',
+                                   'decoder_use_separable_conv', 'aspp_with_concat_projection',
+                                   'aspp_with_squeeze_and_excitation', 'decoder_use_sum_merge',
+                                   'decoder_output_is_logits', 'image_se_uses_qsigmoid')},
+}
+
+
+def read_dense_prediction_cell(path):
+    """The branches of an official dense prediction cell JSON file (`dense_prediction_cell_json`)."""
+    try:
+        with open(path) as stream:
+            config = json.load(stream)
+    except (OSError, ValueError) as error:
+        raise ValueError('dense_prediction_cell_json %s: %s' % (path, error)) from None
+    if not isinstance(config, list) or not all(isinstance(branch, dict) for branch in config):
+        raise ValueError('dense_prediction_cell_json %s: not a list of branches' % path)
+    return tuple(config)
 
 
 def xception65_spec(num_classes=21, output_stride=16, atrous_rates=None, decoder=True):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate DeepLab v3+ weights with the official protocol (mIoU over one confusion matrix).
+"""Evaluate DeepLab weights (any family) with the official protocol (mIoU over one confusion matrix).
 
     python evaluate.py --weights voc.params                                   # VOC 2012 val, OS16
     python evaluate.py --weights voc.params --os 8 --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip
@@ -26,7 +26,7 @@ def build_parser():
     parser = cli.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0], epilog=__doc__.split('\n\n', 1)[1])
     model = parser.add_argument_group('model')
     source = model.add_mutually_exclusive_group(required=True)
-    source.add_argument('--weights', metavar='FILE.params', help='converted or trained DeepLab v3+ parameters')
+    source.add_argument('--weights', metavar='FILE.params', help='converted or trained DeepLab parameters (any family)')
     source.add_argument('--model', metavar='NAME', help='an official release, downloaded and converted once '
                                                         '(see converters/extract_weights.py --list-models)')
     model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16, 32), default=None,

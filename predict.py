@@ -35,7 +35,7 @@ def build_parser():
     parser.add_argument('inputs', nargs='+', metavar='IMAGES_OR_FOLDERS', help='image files, or folders of them')
     model = parser.add_argument_group('model')
     source = model.add_mutually_exclusive_group()
-    source.add_argument('--weights', metavar='FILE.params', help='converted or trained DeepLab v3+ parameters')
+    source.add_argument('--weights', metavar='FILE.params', help='converted or trained DeepLab parameters (any family)')
     source.add_argument('--model', metavar='NAME', help='an official release (default: xception65_coco_voc_trainaug)')
     model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16, 32), default=None,
                        help="output stride (default: the weights' own, 16 for most releases, 32 for MobileNet-v3)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train or fine-tune DeepLab v3+ (Xception-65) on one device, with the official VOC recipe as defaults.
+"""Train or fine-tune DeepLab (any family of the model zoo) on one device, with the official VOC recipe as defaults.
 
     python train.py --init voc.params --run-dir runs/voc_ft                 # fine-tune converted weights
     python train.py --init xception65_imagenet.params --run-dir runs/voc     # from the ImageNet backbone

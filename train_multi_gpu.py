@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train DeepLab v3+ on several devices: each batch is split over them, with SyncBatchNorm, so that the
+"""Train DeepLab on several devices: each batch is split over them, with SyncBatchNorm, so that the
 batch-norm statistics are those of the whole batch. Same options as train.py.
 
     python train_multi_gpu.py --gpus 0,1,2,3 --init voc.params --run-dir runs/voc_ft

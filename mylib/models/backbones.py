@@ -10,12 +10,14 @@ Xception 0.9997, ResNet-v1-beta 0.95, MobileNet 0.997) unless `bn_momentum` sets
 """
 import functools
 
-from .layers import batch_norm
+from . import mobilenet, resnet
+from .layers import BN_MOMENTUM, batch_norm
+from .mobilenet import MobileNetBackbone, MobileNetV2Classifier
+from .resnet import ResNetV1Beta, ResNetV1BetaClassifier
+from .xception import XceptionBackbone, XceptionClassifier
 
-BACKBONE_BN_DECAY = {  # official feature_extractor: the arg scope of each backbone
-    'xception': 0.9997,  # xception_arg_scope(batch_norm_decay=0.9997)
-    'resnet': 0.95,      # resnet_arg_scope(batch_norm_decay=0.95) in feature_extractor.extract_features
-    'mobilenet': 0.997,  # mobilenet training_scope(bn_decay=0.997) / mobilenet_v2_arg_scope
+BACKBONE_BN_DECAY = {  # the official decay of each backbone's arg scope, where each backbone states it
+    'xception': BN_MOMENTUM, 'resnet': resnet.BN_MOMENTUM, 'mobilenet': mobilenet.BN_DECAY,
 }
 
 
@@ -24,18 +26,15 @@ def _with_decay(spec, norm_layer, bn_momentum=None):
 
 
 def _xception(spec, taps, norm_layer):
-    from .xception import XceptionBackbone
     return XceptionBackbone(spec.output_stride, spec.model_variant, taps, norm_layer=norm_layer)
 
 
 def _resnet(spec, taps, norm_layer):
-    from .resnet import VARIANTS, ResNetV1Beta
-    return ResNetV1Beta(VARIANTS[spec.model_variant], spec.output_stride, spec.multi_grid, taps,
+    return ResNetV1Beta(resnet.VARIANTS[spec.model_variant], spec.output_stride, spec.multi_grid, taps,
                         norm_layer=norm_layer)
 
 
 def _mobilenet(spec, taps, norm_layer):
-    from .mobilenet import MobileNetBackbone
     return MobileNetBackbone(spec.model_variant, spec.depth_multiplier, spec.output_stride, taps,
                              divisible_by=spec.divisible_by, norm_layer=norm_layer)
 
@@ -50,17 +49,14 @@ def build_backbone(spec, taps=(), norm_layer=batch_norm, bn_momentum=None):
 
 
 def _xception_classifier(spec, norm_layer):
-    from .xception import XceptionClassifier
     return XceptionClassifier(spec.num_classes, spec.model_variant, norm_layer=norm_layer)
 
 
 def _resnet_classifier(spec, norm_layer):
-    from .resnet import VARIANTS, ResNetV1BetaClassifier
-    return ResNetV1BetaClassifier(VARIANTS[spec.model_variant], spec.num_classes, norm_layer=norm_layer)
+    return ResNetV1BetaClassifier(resnet.VARIANTS[spec.model_variant], spec.num_classes, norm_layer=norm_layer)
 
 
 def _mobilenet_classifier(spec, norm_layer):
-    from .mobilenet import MobileNetV2Classifier
     if spec.model_variant != 'mobilenet_v2':
         raise ValueError('%s has no ImageNet classifier in the official releases' % spec.model_variant)
     return MobileNetV2Classifier(spec.num_classes, spec.depth_multiplier, norm_layer=norm_layer)

@@ -69,7 +69,6 @@ VARIANTS = {
     'xception_65': Variant(XCEPTION_65, {4: 'entry_block2_unit1', 8: 'entry_block3_unit1', 16: 'exit_block1_unit1'}),
     'xception_71': Variant(XCEPTION_71, {4: 'entry_block3_unit1', 8: 'entry_block5_unit1', 16: 'exit_block1_unit1'}),
 }
-DECODER_SKIP_UNIT = VARIANTS['xception_65'].taps[4]  # the stride-4 skip of DeepLab v3+ (Xception-65)
 
 STEM_STRIDE = 2  # entry_flow/conv1_1
 WEIGHT_INIT = TruncatedNormal(0.09)  # official xception_arg_scope: weights_initializer_stddev=0.09

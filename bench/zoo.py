@@ -2,6 +2,7 @@
 """CPU latency of every family of the official model zoo on its reference configuration, as a table.
 
     python bench/zoo.py [--threads 2] [--runs 5] [--families x65,r101,x71dpc,mnv2,mnv3l]
+                        [--pytorch vovnet39,coin_r101,tv_r50]
 
 Each row is one image at the family's reference size (../shared/reference/zoo, `config.json`), run as
 the inference scripts run it (`mylib.inference.LogitsRunner`: hybridized, oneDNN-fused, oneDNN capped
@@ -9,6 +10,10 @@ as predict.py caps it) plus the final upsampling, median of --runs after warm-up
 official initializers' (the time does not depend on the values). The official TF graph's times are the
 issue's figures, measured on a 2-core AVX2 EPYC (TF 2.15, default kernels): compare them on an AVX2
 machine only. The ratio to our Xception-65 on the same machine carries across machines.
+
+A second table times the PyTorch DeepLabs (../shared/reference/pytorch: the network its converter detects
+from each reference's state dict) on one 513x513 image, beside the original PyTorch code's time (the
+issue's figures: torch 2.14, 2 threads, median of 5, on the same kind of 2-core AVX2 EPYC).
 """
 import argparse
 import json
@@ -27,6 +32,22 @@ FAMILIES = {
     'mnv3l': ('mnv3l_city', (0.73, 0.91)),   # MobileNet-v3-large Cityscapes OS32 769x769 (busy machine)
 }
 GOAL = 0.7  # issue "The whole official DeepLab model zoo": at most 0.7x the official graph
+# name: (reference config of ../shared/reference/pytorch, PyTorch seconds at 513x513 on a 2-core AVX2 EPYC)
+PYTORCH = {
+    'vovnet39': ('vovnet39_voc', 1.25),         # VoVNet-39 DeepLabV3 OS16
+    'coin_r101': ('coin_r101_city', 2.09),      # DeepLab-v3-plus-cityscapes ResNet-101 OS16
+    'tv_r50': ('tv_deeplabv3_resnet50', 3.11),  # torchvision deeplabv3_resnet50 OS8
+}
+PYTORCH_GOAL = 0.8  # issue "PyTorch DeepLab checkpoints into Gluon": at most 0.8x PyTorch's time
+
+
+def pytorch_spec(config):
+    """The ModelSpec that the converter detects from a PyTorch reference's state dict (its manifest)."""
+    from converters.torch_mapping import detect_model, skip_reason
+    with open(REFERENCE / 'pytorch' / ('manifest_%s.json' % config)) as stream:
+        tensors = json.load(stream)['tensors']
+    return detect_model({entry['name']: tuple(entry['shape']) for entry in tensors
+                         if not skip_reason(entry['name'])})[0]
 
 
 def reference_spec(folder):
@@ -39,19 +60,19 @@ def reference_spec(folder):
     return ModelSpec.from_model_options(config['model_options']), tuple(config['crop_size'])
 
 
-def family_seconds(folder, runs):
+def family_seconds(spec, crop, runs):
+    """Median seconds of one image of `crop` through the network of `spec`, as the inference scripts run it."""
     import mxnet as mx
     import numpy as np
 
     from mylib.inference import LogitsRunner, resize
     from mylib.models import build_network
-    spec, crop = reference_spec(folder)
     net = build_network(spec)
     mx.random.seed(0)
     net.initialize(mx.init.Xavier())
     runner = LogitsRunner(net)
     x = mx.nd.array(np.random.default_rng(0).uniform(0, 255, (1, 3) + crop).astype(np.float32))
-    return spec, crop, median_seconds(lambda: resize(runner(x), crop).wait_to_read(), runs)
+    return median_seconds(lambda: resize(runner(x), crop, spec.align_corners).wait_to_read(), runs)
 
 
 def main():
@@ -59,6 +80,8 @@ def main():
     parser.add_argument('--threads', type=int, default=os.cpu_count(), help='OpenMP threads (default: all cores)')
     parser.add_argument('--runs', type=int, default=5, help='timed runs per row (median reported)')
     parser.add_argument('--families', default=','.join(FAMILIES), help='comma-separated, default all: %(default)s')
+    parser.add_argument('--pytorch', default=','.join(PYTORCH),
+                        help='PyTorch DeepLabs, comma-separated ("" for none), default all: %(default)s')
     args = parser.parse_args()
     set_threads(args.threads)
     from mylib.inference import cap_onednn_isa
@@ -71,13 +94,26 @@ def main():
     x65 = None
     for name in ['x65'] + [family for family in args.families.split(',') if family != 'x65']:
         folder, (low, high) = FAMILIES[name]
-        spec, crop, seconds = family_seconds(folder, args.runs)
+        spec, crop = reference_spec(folder)
+        seconds = family_seconds(spec, crop, args.runs)
         x65 = seconds if name == 'x65' else x65
         official = '%.2f s' % low if low == high else '%.2f-%.2f s' % (low, high)
         ratio = '%.2f' % (seconds / low) if low == high else '%.2f-%.2f' % (seconds / high, seconds / low)
         print('| %s | %s | %dx%d | %.3f s | %s | %s | %.2f |' % (
             name, spec.describe(), crop[0], crop[1], seconds, official, ratio, seconds / x65))
     print('\ngoal: at most %.1fx the official graph' % GOAL)
+    names = [name for name in args.pytorch.split(',') if name]
+    if names:
+        print('\nPyTorch DeepLabs, 513x513 (PyTorch figures: torch 2.14, 2 threads, 2-core AVX2 EPYC)\n')
+        print('| network | configuration | ours (fused) | original in PyTorch | ours / PyTorch | ours / our X65 |')
+        print('|---|---|---|---|---|---|')
+        for name in names:
+            config, torch_seconds = PYTORCH[name]
+            spec = pytorch_spec(config)
+            seconds = family_seconds(spec, (513, 513), args.runs)
+            print('| %s | %s | %.3f s | %.2f s | %.2f | %.2f |' % (name, spec.describe(), seconds, torch_seconds,
+                                                                 seconds / torch_seconds, seconds / x65))
+        print('\ngoal: at most %.1fx PyTorch' % PYTORCH_GOAL)
 
 
 if __name__ == '__main__':

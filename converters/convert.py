@@ -19,7 +19,7 @@ def default_output(source):
     """`<name>.params` in the current folder, named after the archive, folder or checkpoint."""
     path = os.path.normpath(os.path.abspath(source))
     name = os.path.basename(path)
-    for extension in ('.tar.gz', '.tgz', '.tar', '.h5', '.index'):
+    for extension in ('.tar.gz', '.tgz', '.tar', '.h5', '.index', '.pth.tar', '.pth', '.pt'):
         if name.endswith(extension):
             name = name[:-len(extension)]
             break
@@ -33,6 +33,17 @@ def is_h5(path):
     try:
         with open(path, 'rb') as stream:
             return stream.read(8) == b'\x89HDF\r\n\x1a\n'
+    except OSError:
+        return False
+
+
+def is_pth(path):
+    """True for a PyTorch checkpoint (the zip or legacy format of torch.save, by its first bytes)."""
+    if not os.path.isfile(path):
+        return False
+    from converters.read_torch import checkpoint_format
+    try:
+        return checkpoint_format(path) in ('zip', 'legacy')
     except OSError:
         return False
 
@@ -55,6 +66,8 @@ def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log
     log: where the progress messages go. Returns the metadata written to the JSON.
     Raises ConversionError naming the file or tensor at fault; nothing is left at `output` then.
     """
+    if is_pth(source):
+        return _convert_pth(source, output, save_h5, h5_only, optimizer_state, flags, progress, log)
     with tempfile.TemporaryDirectory(prefix='extract_weights.') as workdir:
         if is_h5(source):
             h5_path = source
@@ -73,6 +86,26 @@ def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log
             return None
         output = output or default_output(source)
         metadata = convert_h5(h5_path, output, progress=progress, optimizer_state=optimizer_state, flags=flags)
+    _report(metadata, output, log)
+    return metadata
+
+
+def _convert_pth(source, output, save_h5, h5_only, optimizer_state, flags, progress, log):
+    """`convert` for a PyTorch checkpoint: one stage, no TensorFlow, no PyTorch."""
+    from converters.to_gluon import convert_state_dict
+    from mylib.errors import ConversionError
+    for given, option in ((save_h5 or h5_only, '--save-h5/--h5-only'), (optimizer_state, '--optimizer-state'),
+                          (flags, '--flag')):
+        if given:
+            raise ConversionError('%s: %s is for TF checkpoints; a PyTorch checkpoint converts in one step, its '
+                                  'network as its project builds it' % (source, option))
+    output = output or default_output(source)
+    metadata = convert_state_dict(source, output, progress=progress)
+    _report(metadata, output, log)
+    return metadata
+
+
+def _report(metadata, output, log):
     log('converted: %s; not recorded in a checkpoint, so taken as:' % describe(metadata))
     for note in metadata.get('not_recorded_in_checkpoint', ()):
         log('  %s' % note)
@@ -84,4 +117,3 @@ def convert(source, output=None, save_h5=None, h5_only=False, progress=True, log
             % (momentum_path(output), metadata['optimizer_state']['tensors'], metadata['optimizer_state']['slot'],
                output))
     log('load it with: net = mylib.load_model(%r)' % output)
-    return metadata

@@ -39,15 +39,15 @@ def _name_list(names, limit=5):
     return ', '.join(names[:limit]) + (' and %d more' % (len(names) - limit) if len(names) > limit else '')
 
 
-def account(table, datasets):
+def account(table, datasets, skip=skip_reason):
     """Check the file's tensors against the table in both directions; return the skipped ones.
 
-    Returns {reason: [names]} of the tensors skipped by rule. Raises ConversionError naming the
-    missing or unexpected tensors.
+    Returns {reason: [names]} of the tensors skipped by rule (`skip(name)`: the reason or None). Raises
+    ConversionError naming the missing or unexpected tensors.
     """
     skipped, model_names = {}, set()
     for name in datasets:
-        reason = skip_reason(name)
+        reason = skip(name)
         if reason:
             skipped.setdefault(reason, []).append(name)
         else:
@@ -97,24 +97,9 @@ def convert_h5(h5_path, params_path, progress=True, optimizer_state=False, flags
                 notes.append('atrous_rates=%s (the official rates at output_stride=%d)'
                              % (flag_text(spec.atrous_rates), spec.output_stride))
         table = table_for(spec)
-        model = build_model(spec)
-        expected = {name: param.shape for name, param in model._collect_params_with_prefix().items()}
-        homes = [gluon_name for gluon_name, _ in table.values()]
-        if sorted(homes) != sorted(expected):  # the table and the network disagree: a bug here
-            raise AssertionError('mapping table does not cover the Gluon parameters exactly: %s'
-                                 % _name_list(set(homes) ^ set(expected)))
+        model, expected = _model_for(spec, table)
         skipped = account(table, datasets)
-        arrays = {}
-        for tf_name, (gluon_name, layout) in tqdm(table.items(), desc='mapping to Gluon', unit='tensor',
-                                                  disable=not progress):
-            array = to_gluon_layout(np.asarray(datasets[tf_name][()]), layout)
-            if array.shape != expected[gluon_name]:
-                raise ConversionError('tensor %s has shape %s; %s needs %s (after layout change)'
-                                      % (tf_name, tuple(datasets[tf_name].shape), gluon_name,
-                                         expected[gluon_name]))
-            if not np.issubdtype(array.dtype, np.floating):
-                raise ConversionError('tensor %s has dtype %s, not floating point' % (tf_name, array.dtype))
-            arrays[gluon_name] = mx.nd.array(array, dtype='float32')
+        arrays = map_arrays(table, datasets, expected, to_gluon_layout, progress)
         momenta = map_momenta(slots, table, expected, h5_path) if optimizer_state else None
         attributes = dict(h5.attrs)
     with atomic_path(params_path) as temporary:
@@ -141,6 +126,75 @@ def convert_h5(h5_path, params_path, progress=True, optimizer_state=False, flags
             'file': os.path.basename(momentum_path(params_path)), 'slot': MOMENTUM_SLOT, 'tensors': len(momenta),
             'doc': "the checkpoint's tf.train.MomentumOptimizer accumulators, by Gluon name; train.py --init "
                    'starts the deeplab_momentum optimizer from them'}
+    write_json(metadata_path(params_path), metadata)
+    return metadata
+
+
+def _model_for(spec, table):
+    """(the network of `spec`, {Gluon name: shape}); AssertionError if `table` does not fill it exactly."""
+    model = build_model(spec)
+    expected = {name: param.shape for name, param in model._collect_params_with_prefix().items()}
+    homes = [gluon_name for gluon_name, _ in table.values()]
+    if sorted(homes) != sorted(expected):  # the table and the network disagree: a bug here
+        raise AssertionError('mapping table does not cover the Gluon parameters exactly: %s'
+                             % _name_list(set(homes) ^ set(expected)))
+    return model, expected
+
+
+def map_arrays(table, datasets, expected, layout_change, progress=True):
+    """{Gluon name: float32 NDArray} of every tensor of the table, in its Gluon layout (`layout_change(array,
+    layout)`); ConversionError naming the tensor whose shape does not fit or that is not floating point."""
+    import mxnet as mx
+    arrays = {}
+    for name, (gluon_name, layout) in tqdm(table.items(), desc='mapping to Gluon', unit='tensor',
+                                           disable=not progress):
+        original = np.asarray(datasets[name][()])
+        array = layout_change(original, layout)
+        if array.shape != expected[gluon_name]:
+            raise ConversionError('tensor %s has shape %s; %s needs %s (after layout change)'
+                                  % (name, tuple(original.shape), gluon_name, expected[gluon_name]))
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ConversionError('tensor %s has dtype %s, not floating point' % (name, array.dtype))
+        arrays[gluon_name] = mx.nd.array(array, dtype='float32')
+    return arrays
+
+
+def convert_state_dict(pth_path, params_path, progress=True):
+    """Convert a PyTorch DeepLab checkpoint (.pth, read without PyTorch) into Gluon parameters at
+    `params_path` (+ the JSON beside them). The project and network come from the tensors
+    (`converters.torch_mapping.detect_model`); every tensor is mapped once or skipped by rule.
+    Returns the metadata written; nothing is left at `params_path` on error."""
+    import mxnet as mx
+
+    from converters import torch_mapping
+    from converters.read_torch import read_state_dict
+    from mylib.fileio import sha256_of
+    state, info = read_state_dict(pth_path)
+    shapes = {name: array.shape for name, array in state.items() if not torch_mapping.skip_reason(name)}
+    spec, notes, project = torch_mapping.detect_model(shapes)
+    table = torch_mapping.table_for(spec, project)
+    model, expected = _model_for(spec, table)
+    skipped = account(table, state, torch_mapping.skip_reason)
+    arrays = map_arrays(table, state, expected, torch_mapping.to_gluon_layout, progress)
+    with atomic_path(params_path) as temporary:
+        mx.nd.save(temporary, arrays)
+        model.load_parameters(temporary)  # proves the file loads as it is, strictly
+    skipped_in_reading = {reason: [None] * count for reason, count in info['skipped'].items() if count}
+    metadata = {
+        'kind': spec.task,
+        'num_classes': spec.num_classes,
+        'model': spec.to_json(),
+        'description': '%s (%s)' % (spec.describe(), torch_mapping.PROJECT_NAMES[project]),
+        'project': project,
+        'not_recorded_in_checkpoint': notes,
+        'source': os.path.abspath(pth_path),
+        'source_files': [{'path': os.path.abspath(pth_path), 'sha256': sha256_of(pth_path)}],
+        'pytorch_file': {name: info[name] for name in ('format', 'wrapper', 'prefix')},
+        'tensors': _tensor_counts(len(table), skipped, skipped_in_reading),
+        'parameters': len(arrays),
+        'values': int(sum(array.size for array in arrays.values())),
+        'converter_version': CONVERTER_VERSION,
+    }
     write_json(metadata_path(params_path), metadata)
     return metadata
 

@@ -14,6 +14,7 @@ from .data.specs import DEFAULT_CROP, IGNORE_LABEL
 from .errors import DatasetError
 from .inference import LogitsRunner, average_probabilities, pad_to_crop
 from .metrics import ConfusionMatrix
+from .models.layers import mean_pixel
 
 
 def canvas_size(images, crop_size):
@@ -25,7 +26,8 @@ def canvas_size(images, crop_size):
 def predict_batch(runner, images, ctxs, scales=(1.0,), flip=False, crop_size=DEFAULT_CROP):
     """Labels (list of H x W int arrays) for a list of H x W x 3 uint8 images, split over `ctxs`."""
     size = canvas_size(images, crop_size)
-    canvases = np.stack([pad_to_crop(image, size) for image in images])
+    value = mean_pixel(runner.view.net.spec.input_normalization)
+    canvases = np.stack([pad_to_crop(image, size, value) for image in images])
     parts = np.array_split(np.arange(len(images)), min(len(ctxs), len(images)))
     outputs = []
     for ctx, part in zip(ctxs, parts):  # launched on every device before any result is read

@@ -15,7 +15,7 @@ import numpy as np
 
 from .data.specs import DEFAULT_CROP
 from .models import DecoderLogits
-from .models.layers import MEAN_PIXEL
+from .models.layers import MEAN_PIXEL, mean_pixel
 
 # oneDNN 2.4 (inside MXNet 1.9.1) runs 1x1 convolutions with its AVX-512 "brgemm" kernels in NHWC and
 # depthwise ones in a blocked layout, so every separable convolution pays two layout reorders (about 50 of
@@ -30,11 +30,11 @@ def scale_dimension(size, scale):
     return int((float(size) - 1.0) * scale + 1.0)
 
 
-def resize(x, size):
-    """Bilinear resize of NCHW `x` to `size` (height, width), corners aligned (tf resize_bilinear)."""
+def resize(x, size, align_corners=True):
+    """Bilinear resize of NCHW `x` to `size` (height, width), corners aligned (tf resize_bilinear) by default."""
     if tuple(x.shape[2:]) == tuple(size):
         return x
-    return mx.nd.contrib.BilinearResize2D(x, height=int(size[0]), width=int(size[1]), align_corners=True)
+    return mx.nd.contrib.BilinearResize2D(x, height=int(size[0]), width=int(size[1]), align_corners=align_corners)
 
 
 def cap_onednn_isa(isa=FAST_ONEDNN_ISA):
@@ -79,18 +79,24 @@ class LogitsRunner:
 
 
 def pad_to_crop(image, crop_size=DEFAULT_CROP, value=MEAN_PIXEL):
-    """H x W x 3 uint8 RGB -> 3 x Hc x Wc float32, padded at the bottom and right with `value`.
+    """H x W x 3 uint8 RGB -> 3 x Hc x Wc float32, padded at the bottom and right with `value` (one value,
+    or one per channel: `layers.mean_pixel` of the network's normalisation).
 
     The crop grows to the image where the image is larger (then nothing is resized).
     """
     height, width = image.shape[:2]
-    canvas = np.full((3, max(crop_size[0], height), max(crop_size[1], width)), value, np.float32)
+    canvas = np.empty((3, max(crop_size[0], height), max(crop_size[1], width)), np.float32)
+    canvas[:] = np.asarray(value, np.float32).reshape(-1, 1, 1)
     canvas[:, :height, :width] = np.asarray(image, np.float32).transpose(2, 0, 1)
     return canvas
 
 
-def branch_sizes(canvas_size, scale, logits_stride=4):
-    """(network input size, intermediate logits size) of one scale, as the official evaluation."""
+def branch_sizes(canvas_size, scale, logits_stride=4, official=True):
+    """(network input size, intermediate logits size) of one scale, as the official evaluation; with
+    official=False as the PyTorch originals (DeepLab-v3-plus-cityscapes' evaluate.py): the input at
+    int(size * scale), its logits resized straight to the canvas (intermediate size None)."""
+    if not official:
+        return tuple(int(side * scale) for side in canvas_size), None
     scaled = tuple(scale_dimension(side, scale) for side in canvas_size)
     logits = tuple(scale_dimension(side, max(1.0, scale) / logits_stride) for side in canvas_size)
     return scaled, logits
@@ -100,19 +106,24 @@ def average_probabilities(runner, canvases, scales=(1.0,), flip=False):
     """Mean softmax over all scales and flips: N x C x Hc x Wc NDArray, for N x 3 x Hc x Wc canvases.
 
     `canvases` are padded images (pixel values 0-255) on the device the runner's network is on.
+    A network converted from PyTorch follows its original: see `branch_sizes`; its resizes align corners
+    as its spec says.
     """
     canvas_size = canvases.shape[2:]
-    logits_stride = runner.view.net.logits_stride
+    spec = runner.view.net.spec
+    official, corners = not spec.from_pytorch, spec.align_corners
     total, branches = None, 0
     for scale in scales:
-        scaled_size, logits_size = branch_sizes(canvas_size, scale, logits_stride)
-        scaled = resize(canvases, scaled_size) if scale != 1.0 else canvases
+        scaled_size, logits_size = branch_sizes(canvas_size, scale, runner.view.net.logits_stride, official)
+        scaled = resize(canvases, scaled_size, corners) if scale != 1.0 else canvases
         for flipped in ((False, True) if flip else (False,)):
             inputs = mx.nd.flip(scaled, axis=3) if flipped else scaled
-            logits = resize(runner(inputs), logits_size)
+            logits = runner(inputs)
+            if logits_size is not None:
+                logits = resize(logits, logits_size)
             if flipped:
                 logits = mx.nd.flip(logits, axis=3)
-            probabilities = mx.nd.softmax(resize(logits, canvas_size), axis=1)
+            probabilities = mx.nd.softmax(resize(logits, canvas_size, corners), axis=1)
             total = probabilities if total is None else total + probabilities
             branches += 1
     return total / branches
@@ -130,7 +141,7 @@ def predict(net, image, scales=(1.0,), flip=False, crop_size=DEFAULT_CROP, runne
         raise ValueError('predict takes an H x W x 3 RGB image, not an array of shape %s' % (image.shape,))
     runner = runner or LogitsRunner(net)
     ctx = next(iter(net.collect_params().values())).list_ctx()[0]
-    canvas = mx.nd.array(pad_to_crop(image, crop_size)[None], ctx=ctx)
+    canvas = mx.nd.array(pad_to_crop(image, crop_size, mean_pixel(net.spec.input_normalization))[None], ctx=ctx)
     probabilities = average_probabilities(runner, canvas, scales, flip)[0].asnumpy()
     probabilities = probabilities[:, :image.shape[0], :image.shape[1]]
     return probabilities.argmax(axis=0), probabilities

@@ -121,6 +121,23 @@ def _classifier(name, url, variant, num_classes, size, depth_multiplier=1.0, not
                    tuple(notes))
 
 
+_VOVNET = 'https://www.dropbox.com/s/'  # VoVNet-DeepLabV3 README.md's links
+_TORCHVISION = 'https://download.pytorch.org/models/'
+_VOVNET_NOTE = ('VoVNet-DeepLabV3 (stigma0617), a PyTorch training checkpoint; its evaluation pads each image to '
+                '513x513 with the mean colour, as evaluate.py does by default')
+_TORCHVISION_NOTE = ('torchvision DeepLabV3 (COCO_WITH_VOC_LABELS_V1: 21 VOC classes, trained on COCO); its published '
+                     'result is on COCO val2017 (VOC categories), evaluated with the images resized to 520 on the '
+                     'short side')
+# Hosts whose links open a page for a person, not the file: the zoo says where to get the file instead.
+MANUAL_HOSTS = ('pan.baidu.com',)
+
+
+def _pytorch(name, url, variant, dataset, results, notes):
+    """A PyTorch DeepLab release: its .pth at the original host; it converts with converters/torch_mapping."""
+    return Release(name, url, variant, 1.0, SEGMENTATION, DATASETS[dataset].num_classes, dataset, tuple(results), '',
+                   tuple(notes))
+
+
 def _mobilenet_v2_imagenet(multiplier, top1, top5):
     """slim's MobileNet-v2 ImageNet checkpoint `mobilenet_v2_<multiplier>_224` (mobilenet_v2.py: 1001 classes)."""
     name = 'mobilenet_v2_%s_224' % multiplier
@@ -226,6 +243,31 @@ RELEASES = OrderedDict((release.name, release) for release in (
     _mobilenet_v2_imagenet('0.75', 69.8, 89.6),
     _mobilenet_v2_imagenet('0.5', 65.4, 86.4),
     _mobilenet_v2_imagenet('0.35', 60.3, 82.9),
+
+    # --- PyTorch DeepLabs, converted from their .pth files without PyTorch (converters/torch_mapping.py) ---
+    # stigma0617/VoVNet-DeepLabV3 README.md: VOC 2012 val mIoU of its DeepLabV3 (output stride 16, ASPP 6/12/18,
+    # evaluated at one scale on images padded to 513x513), Dropbox links (`?dl=1` fetches the file itself).
+    _pytorch('vovnet39_voc', _VOVNET + 'oqqozntgrowmfb1/deeplab_vovnet39_pascal_v3_bn_lr7e-3_epoch50.pth?dl=1',
+             'vovnet_39', 'voc', [_single(16, 75.71)], [_VOVNET_NOTE]),
+    _pytorch('vovnet57_voc', _VOVNET + 'ykfj7enw9x5fhv6/deeplab_vovnet57_pascal_v3_bn_lr7e-3_epoch50.pth?dl=1',
+             'vovnet_57', 'voc', [_single(16, 77.4)], [_VOVNET_NOTE]),
+    _pytorch('resnet50_vovnet_voc', _VOVNET + 'djru33qnugcw0p7/deeplab_resnet50_pascal_v3_bn_lr7e-3_epoch50.pth?dl=1',
+             'resnet_50', 'voc', [_single(16, 74.27)], [_VOVNET_NOTE]),
+    _pytorch('resnet101_vovnet_voc', _VOVNET + 'vqpifempofpujvr/deeplab_resnet101_pascal_v3_bn_lr7e-3_epoch50.pth'
+             '?dl=1', 'resnet_101', 'voc', [_single(16, 76.81)], [_VOVNET_NOTE]),
+    # CoinCheung/DeepLab-v3-plus-cityscapes README.md: "the mIOU is 70.54" (Cityscapes val, its evaluate.py:
+    # scales 0.5-1.75 with flips; earlier versions of the README said 80.12, before its author corrected the
+    # mIoU computation); model_final.pth on Baidu pan, extraction code 3i4g.
+    _pytorch('resnet101_cityscapes_deeplabv3plus', 'https://pan.baidu.com/s/1vbFxwchQybi77drB6divww',
+             'resnet_101', 'cityscapes', [_multi(16, (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), 70.54)],
+             ['DeepLab-v3-plus-cityscapes (CoinCheung): download model_final.pth by hand from Baidu pan (extraction '
+              'code 3i4g), then: python converters/extract_weights.py model_final.pth']),
+    # torchvision's weights (DeepLabV3_ResNet50/101_Weights.COCO_WITH_VOC_LABELS_V1): COCO val2017 images of the
+    # 20 VOC categories; mIoU / pixel accuracy 66.4 / 92.4 and 67.4 / 92.4 (torchvision's model documentation).
+    _pytorch('torchvision_deeplabv3_resnet50', _TORCHVISION + 'deeplabv3_resnet50_coco-cd0a2569.pth', 'resnet_50',
+             'voc', [_single(8, 66.4, 'coco-val2017', 92.4)], [_TORCHVISION_NOTE]),
+    _pytorch('torchvision_deeplabv3_resnet101', _TORCHVISION + 'deeplabv3_resnet101_coco-586e9e4e.pth', 'resnet_101',
+             'voc', [_single(8, 67.4, 'coco-val2017', 92.4)], [_TORCHVISION_NOTE]),
 ))
 
 # The names of the ImageNet checkpoints in the earlier versions of model_zoo.md (and of this module).
@@ -306,14 +348,15 @@ def format_release_list(root=None, default=DEFAULT_MODEL):
     name_width = max(len(release.name) for release in releases)
     variant_width = max(len(release.variant) for release in releases)
     lines = ['official DeepLab releases (tensorflow/models research/deeplab/g3doc/model_zoo.md and quantize.md; '
-             'MobileNet-v2 ImageNet: research/slim/nets/mobilenet), cached in %s:' % model_root(root)]
+             'MobileNet-v2 ImageNet: research/slim/nets/mobilenet) and PyTorch DeepLabs (VoVNet-DeepLabV3, '
+             'DeepLab-v3-plus-cityscapes, torchvision), cached in %s:' % model_root(root)]
     for dataset, title in DATASET_TITLES.items():
         group = [release for release in releases if release.dataset == dataset]
         if group:
             lines.append('%s:' % title)
         for release in group:
             results = '; '.join(map(format_result, release.results)) or 'no published mIoU'
-            lines.append('  %-*s  %-9s  %-*s  %4s classes  %s%s' % (
+            lines.append('  %-*s  %-12s  %-*s  %4s classes  %s%s' % (
                 name_width, release.name, release.family, variant_width, release.variant,
                 release.num_classes or '?', results, '  (default)' if release.name == default else ''))
     lines.append('not supported: %s' % ', '.join(sorted(NOT_SUPPORTED)))
@@ -628,6 +671,8 @@ def get_params_file(name, root=None, progress=True, log=None):
     metadata, problem = _cache_state(release, params)
     if metadata:
         return params
+    if urllib.parse.urlparse(release.url).hostname in MANUAL_HOSTS:
+        raise ZooError('%s cannot be downloaded here: %s' % (release.name, release.notes[-1]))
     archive = os.path.join(root, archive_name(release))
     url = release_url(release)
     if not os.path.isfile(archive):

@@ -199,7 +199,7 @@ def test_classifier_takes_pixels_and_gives_logits():
     x = random_image(40, 37, batch=2)
     logits = net(x)
     assert logits.shape == (2, 7)
-    features = net.backbone(normalize_pixels(x))[-1]
+    features = net.backbone(normalize_pixels(mx.nd, x))[-1]
     assert features.shape == (2, 2048, 2, 2)  # output stride 32
     expected = net.logits(features.mean(axis=(2, 3), keepdims=True)).reshape((2, 7))
     assert np.allclose(logits.asnumpy(), expected.asnumpy(), rtol=1e-5, atol=1e-5)

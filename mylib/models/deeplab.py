@@ -11,12 +11,18 @@ from mxnet.gluon import nn
 from .backbones import build_backbone
 from .heads import ASPP, DROPOUT_KEEP, Decoder, DensePredictionCell, SumMergeDecoder
 from .init import TruncatedNormal
-from .layers import batch_norm, biased_conv, normalize_pixels, resize_like
+from .layers import ConvBN, batch_norm, biased_conv, normalize_pixels, resize_like
 from .spec import default_rates, xception65_spec
 
 HEAD_DEPTH = 256  # official model.py: aspp_convs_filters and decoder_filters default to 256
 DEFAULT_RATES = {8: default_rates(8), 16: default_rates(16)}
 LOGITS_INIT = TruncatedNormal(0.01)  # official get_branch_logits: truncated normal, stddev 0.01
+
+
+def head_style(spec):
+    """The keyword arguments of the head's non-separable ConvBNs (see `heads`): the official graph's
+    (no bias, ReLU, epsilon 1e-5), or a PyTorch DeepLab's conv biases, leaky ReLU and batch-norm epsilon."""
+    return {'bias': spec.head_conv_bias, 'relu_slope': spec.relu_slope, 'bn_epsilon': spec.head_bn_epsilon}
 
 
 def context_head(spec, in_channels, norm_layer, dropout_keep):
@@ -34,7 +40,8 @@ def context_head(spec, in_channels, norm_layer, dropout_keep):
         image_pooling = dict(window=window, stride=spec.image_pooling_stride, gate=gate)
     return 'aspp', ASPP(in_channels, spec.atrous_rates, spec.aspp_convs_filters, spec.aspp_with_separable_conv,
                         image_pooling, spec.aspp_with_squeeze_and_excitation, spec.aspp_with_concat_projection,
-                        norm_layer=norm_layer, dropout_keep=dropout_keep)
+                        norm_layer=norm_layer, dropout_keep=dropout_keep, style=head_style(spec),
+                        align_corners=spec.align_corners, projection_padding=spec.aspp_projection_padding)
 
 
 def decoder_head(spec, in_channels, skip_channels, norm_layer):
@@ -45,19 +52,21 @@ def decoder_head(spec, in_channels, skip_channels, norm_layer):
         return SumMergeDecoder(in_channels, skip_channels, spec.decoder_filters, spec.decoder_output_is_logits,
                                spec.decoder_use_separable_conv, norm_layer=norm_layer)
     return Decoder(in_channels, skip_channels, spec.decoder_filters, spec.decoder_use_separable_conv,
-                   norm_layer=norm_layer)
+                   norm_layer=norm_layer, style=head_style(spec), align_corners=spec.align_corners)
 
 
 class DeepLab(nn.HybridBlock):
     """Any official DeepLab release, built from its `ModelSpec`.
 
-    Input: NCHW float32 RGB pixel values in [0, 255], any height and width (normalised inside to
-    [-1, 1], as the official graph). Output: logits NCHW at the input's size (bilinear, corners aligned).
+    Input: NCHW float32 RGB pixel values in [0, 255], any height and width (normalised inside as the
+    original: to [-1, 1] for the official graph, torchvision's ImageNet normalisation for the PyTorch
+    DeepLabs). Output: logits NCHW at the input's size (bilinear; corners aligned unless the spec says not).
     `DecoderLogits(net)` gives them before that final upsampling (the official `merged_logits`).
-    Children: `backbone`, `aspp` or `dpc`, `decoder` (or None), `logits` (None when the decoder's output
-    is the logits). norm_layer: a batch-norm factory (see `layers.batch_norm`). dropout_keep: the keep
-    probability of the head's dropout in training (official 0.9; 1.0 turns it off). bn_momentum: MXNet's
-    momentum of every batch norm (None: the official decays, 0.9997 in the head, the backbone's own).
+    Children: `backbone`, `aspp` or `dpc`, `decoder` (or None), `output_conv` (torchvision's 3x3 before
+    the logits, else None), `logits` (None when the decoder's output is the logits). norm_layer: a
+    batch-norm factory (see `layers.batch_norm`). dropout_keep: the keep probability of the head's dropout
+    in training (official 0.9; 1.0 turns it off). bn_momentum: MXNet's momentum of every batch norm (None:
+    the official decays, 0.9997 in the head, the backbone's own).
     """
 
     def __init__(self, spec, norm_layer=batch_norm, dropout_keep=DROPOUT_KEEP, bn_momentum=None, **kwargs):
@@ -77,11 +86,16 @@ class DeepLab(nn.HybridBlock):
             skip_channels = [self.backbone.tap_channels[stride] for stride in spec.decoder_output_stride or ()]
             self.decoder = decoder_head(spec, head.channels, skip_channels[0] if skip_channels else None, norm_layer)
             channels = self.decoder.channels if self.decoder is not None else head.channels
+            self.output_conv = (ConvBN(channels, HEAD_DEPTH, 3, norm_layer=norm_layer, **head_style(spec))
+                                if spec.head_output_conv else None)
+            channels = HEAD_DEPTH if spec.head_output_conv else channels
             self.logits = (None if spec.decoder_output_is_logits else
-                           biased_conv(channels, spec.num_classes, weight_init=LOGITS_INIT))
+                           biased_conv(channels, spec.num_classes, weight_init=LOGITS_INIT) if spec.logits_bias else
+                           nn.Conv2D(spec.num_classes, 1, use_bias=False, in_channels=channels,
+                                     weight_initializer=LOGITS_INIT))
 
     def hybrid_forward(self, F, x):
-        return resize_like(F, self.logits_graph(F, x), x)
+        return resize_like(F, self.logits_graph(F, x), x, self.spec.align_corners)
 
     @property
     def minimum_input(self):
@@ -105,10 +119,12 @@ class DeepLab(nn.HybridBlock):
 
     def logits_graph(self, F, x):
         """The network up to its logits, before the final upsampling (`F`: mx.nd or mx.sym)."""
-        *skips, features = self.backbone(normalize_pixels(x))
+        *skips, features = self.backbone(normalize_pixels(F, x, self.spec.input_normalization))
         x = (self.aspp if self.aspp is not None else self.dpc)(features)
         if self.decoder is not None:
             x = self.decoder(x, skips[0])
+        if self.output_conv is not None:
+            x = self.output_conv(x)
         return self.logits(x) if self.logits is not None else x
 
 

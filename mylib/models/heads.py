@@ -4,11 +4,24 @@ They follow the official `research/deeplab/model.py` (`extract_features`, `refin
 `_decoder_with_concat_merge`, `_decoder_with_sum_merge`) and `core/dense_prediction_cell.py`. A head
 sees only named features (the backbone's output, its decoder skips) and takes every size from them.
 Batch norm here is the official head's: decay 0.9997, epsilon 1e-5 (`HEAD_BN_EPSILON`).
+
+`style` is what the PyTorch DeepLabs do otherwise with the same heads: the keyword arguments of every
+non-separable `ConvBN` (bias, relu_slope, bn_epsilon; {} is the official head). `align_corners` is their
+resizes'. Where they concatenate in another order, the converter reorders the weights' input channels.
 """
 from mxnet.gluon import nn
 
 from .init import TruncatedNormal
-from .layers import ConvBN, SeparableConv, batch_norm, biased_conv, normalization, resize_like
+from .layers import (
+    HEAD_BN_EPSILON,
+    ConvBN,
+    SeparableConv,
+    activation,
+    batch_norm,
+    biased_conv,
+    normalization,
+    resize_like,
+)
 
 SKIP_PROJECTION = 48  # official refine_by_decoder: projected_filters = 48 (concat merge)
 # official split_separable_conv2d: depthwise and pointwise truncated normal, stddev 0.33 and 0.06.
@@ -33,13 +46,15 @@ class ImagePooling(nn.HybridBlock):
     """
 
     def __init__(self, in_channels, channels, window=None, stride=(1, 1), gate=None, norm_layer=batch_norm,
-                 **kwargs):
+                 style=None, align_corners=True, **kwargs):
         super().__init__(**kwargs)
         self.window, self.stride, self.gate = window, tuple(stride), gate
+        style = style or {}
+        self.relu_slope, self.align_corners = style.get('relu_slope', 0.0), align_corners
         with self.name_scope():
             if gate is None:
-                self.conv = nn.Conv2D(channels, 1, use_bias=False, in_channels=in_channels)
-                self.bn = normalization(channels, norm_layer)
+                self.conv = nn.Conv2D(channels, 1, use_bias=style.get('bias', False), in_channels=in_channels)
+                self.bn = normalization(channels, norm_layer, style.get('bn_epsilon', HEAD_BN_EPSILON))
             else:
                 self.conv = biased_conv(in_channels, channels)
                 self.bn = None
@@ -51,12 +66,12 @@ class ImagePooling(nn.HybridBlock):
             pooled = F.Pooling(x, kernel=self.window, stride=self.stride, pool_type='avg', pooling_convention='valid')
         y = self.conv(pooled)
         if self.gate is None:
-            y = F.Activation(self.bn(y), act_type='relu')
+            y = activation(F, self.bn(y), self.relu_slope)
         else:
             y = q_sigmoid(F, y) if self.gate == 'q_sigmoid' else F.sigmoid(y)
         if self.window is None:
             return F.broadcast_like(y, x, lhs_axes=(2, 3), rhs_axes=(2, 3))  # resizing 1x1 is a copy
-        return resize_like(F, y, x)
+        return resize_like(F, y, x, self.align_corners)
 
 
 class ASPP(nn.HybridBlock):
@@ -67,26 +82,30 @@ class ASPP(nn.HybridBlock):
     with dropout (keep 0.9) in training. With `squeeze_excite` (the MobileNet-v3 head) the image feature
     is not a branch but a gate that multiplies the result.
     image_pooling: None (no image-level feature), or dict(window=..., stride=..., gate=...) for ImagePooling.
+    style, align_corners: see the module's docstring. projection_padding: zeros around the projection's
+    input (DeepLab-v3-plus-cityscapes: 1, see `ModelSpec.aspp_projection_padding`).
     """
 
     def __init__(self, in_channels, rates=(), filters=256, separable=True, image_pooling=None,
                  squeeze_excite=False, concat_projection=True, norm_layer=batch_norm, dropout_keep=DROPOUT_KEEP,
-                 **kwargs):
+                 style=None, align_corners=True, projection_padding=0, **kwargs):
         super().__init__(**kwargs)
         self.squeeze_excite = squeeze_excite
         self.atrous_branches = []
+        conv = dict(style or {}, norm_layer=norm_layer)
         with self.name_scope():
-            self.image_pooling = (ImagePooling(in_channels, filters, norm_layer=norm_layer, **image_pooling)
+            self.image_pooling = (ImagePooling(in_channels, filters, norm_layer=norm_layer, style=style,
+                                               align_corners=align_corners, **image_pooling)
                                   if image_pooling is not None else None)
-            self.aspp0 = ConvBN(in_channels, filters, norm_layer=norm_layer)
+            self.aspp0 = ConvBN(in_channels, filters, **conv)
             for index, rate in enumerate(rates or (), 1):
                 branch = (SeparableConv(in_channels, filters, rate=rate, norm_layer=norm_layer,
                                         weight_inits=SEPARABLE_INITS) if separable else
-                          ConvBN(in_channels, filters, 3, rate=rate, norm_layer=norm_layer))
+                          ConvBN(in_channels, filters, 3, rate=rate, **conv))
                 self.register_child(branch, 'aspp%d' % index)
                 self.atrous_branches.append(branch)
             branches = 1 + len(self.atrous_branches) + (self.image_pooling is not None and not squeeze_excite)
-            self.projection = (ConvBN(filters * branches, filters, norm_layer=norm_layer)
+            self.projection = (ConvBN(filters * branches, filters, padding=projection_padding, **conv)
                                if concat_projection else None)
             self.dropout = nn.Dropout(1.0 - dropout_keep) if concat_projection else None  # identity at keep 1.0
         self.channels = filters
@@ -135,24 +154,28 @@ class DensePredictionCell(nn.HybridBlock):
 
 class Decoder(nn.HybridBlock):
     """The DeepLab v3+ decoder (concat merge): [features resized to the skip, skip 1x1 to 48] -> two 3x3
-    convs (separable, or plain with decoder_use_separable_conv=False) to `filters`."""
+    convs (separable, or plain with decoder_use_separable_conv=False) to `filters`. style, align_corners:
+    see the module's docstring."""
 
-    def __init__(self, in_channels, skip_channels, filters=256, separable=True, norm_layer=batch_norm, **kwargs):
+    def __init__(self, in_channels, skip_channels, filters=256, separable=True, norm_layer=batch_norm, style=None,
+                 align_corners=True, **kwargs):
         super().__init__(**kwargs)
+        self.align_corners = align_corners
+        conv = dict(style or {}, norm_layer=norm_layer)
         with self.name_scope():
-            self.feature_projection = ConvBN(skip_channels, SKIP_PROJECTION, norm_layer=norm_layer)
+            self.feature_projection = ConvBN(skip_channels, SKIP_PROJECTION, **conv)
             if separable:
                 self.conv0 = SeparableConv(in_channels + SKIP_PROJECTION, filters, norm_layer=norm_layer,
                                            weight_inits=SEPARABLE_INITS)
                 self.conv1 = SeparableConv(filters, filters, norm_layer=norm_layer, weight_inits=SEPARABLE_INITS)
             else:
-                self.conv0 = ConvBN(in_channels + SKIP_PROJECTION, filters, 3, norm_layer=norm_layer)
-                self.conv1 = ConvBN(filters, filters, 3, norm_layer=norm_layer)
+                self.conv0 = ConvBN(in_channels + SKIP_PROJECTION, filters, 3, **conv)
+                self.conv1 = ConvBN(filters, filters, 3, **conv)
         self.channels = filters
 
     def hybrid_forward(self, F, x, skip):
         skip = self.feature_projection(skip)
-        x = F.concat(resize_like(F, x, skip), skip, dim=1)
+        x = F.concat(resize_like(F, x, skip, self.align_corners), skip, dim=1)
         return self.conv1(self.conv0(x))
 
 

@@ -68,31 +68,43 @@ def normalization(channels, norm_layer=batch_norm, epsilon=HEAD_BN_EPSILON):
 
 
 class ConvBN(nn.HybridBlock):
-    """Bias-free convolution, batch norm, and optionally ReLU (NCHW in, NCHW out).
+    """Convolution, batch norm, and optionally ReLU (NCHW in, NCHW out).
 
     `groups=in_channels` (with `channels=in_channels`) makes it the depthwise half of a separable
     convolution. `norm_layer(in_channels=..., epsilon=...)` builds the batch norm (see `batch_norm`).
     weight_init: the convolution's initializer (None: the network's default, slim's Xavier).
+    bias: the convolution has a bias (the official graph's have none; DeepLab-v3-plus-cityscapes' head
+    has them). relu_slope: the ReLU's negative slope (0: ReLU; 0.01: InPlaceABN's leaky ReLU).
+    padding: zeros on each side (None: the official graph's, `same_padding`).
 
     Weight decay as the official training applies it (`wd_mult`): on the convolution weights, except
     depthwise ones (official regularize_depthwise=False); never on batch norm.
     """
 
     def __init__(self, in_channels, channels, kernel_size=1, stride=1, rate=1, groups=1, relu=True,
-                 bn_epsilon=HEAD_BN_EPSILON, norm_layer=batch_norm, weight_init=None, **kwargs):
+                 bn_epsilon=HEAD_BN_EPSILON, norm_layer=batch_norm, weight_init=None, bias=False, relu_slope=0.0,
+                 padding=None, **kwargs):
         super().__init__(**kwargs)
-        self.relu = relu
+        self.relu, self.relu_slope = relu, relu_slope
         with self.name_scope():
             self.conv = nn.Conv2D(channels, kernel_size, strides=stride,
-                                  padding=same_padding(kernel_size, rate), dilation=rate,
-                                  groups=groups, use_bias=False, in_channels=in_channels,
+                                  padding=same_padding(kernel_size, rate) if padding is None else padding,
+                                  dilation=rate, groups=groups, use_bias=bias, in_channels=in_channels,
                                   weight_initializer=weight_init)
             self.bn = normalization(channels, norm_layer, bn_epsilon)
         self.conv.weight.wd_mult = 0.0 if groups > 1 else 1.0
+        if bias:
+            self.conv.bias.wd_mult = 0.0
 
     def hybrid_forward(self, F, x):
-        x = self.bn(self.conv(x))
-        return F.Activation(x, act_type='relu') if self.relu else x
+        return activation(F, self.bn(self.conv(x)), self.relu_slope) if self.relu else self.bn(self.conv(x))
+
+
+def activation(F, x, relu_slope=0.0):
+    """ReLU, or the leaky ReLU of that negative slope."""
+    if relu_slope:
+        return F.LeakyReLU(x, act_type='leaky', slope=relu_slope)
+    return F.Activation(x, act_type='relu')
 
 
 class SeparableConv(nn.HybridBlock):
@@ -118,22 +130,42 @@ class SeparableConv(nn.HybridBlock):
         return self.pointwise(self.depthwise(x))
 
 
-def resize_like(F, x, reference):
-    """Bilinear resize of `x` (NCHW) to the height and width of `reference`, corners aligned.
+def resize_like(F, x, reference, align_corners=True):
+    """Bilinear resize of `x` (NCHW) to the height and width of `reference`, corners aligned by default.
 
     This is the official `_resize_bilinear` (tf.image.resize_bilinear, align_corners=True). The
     official targets `int((size - 1) * scale + 1)` equal the sizes the strided convolutions produce,
     so taking the size from the tensor that `x` is combined with is the same thing for any input.
+    align_corners=False is PyTorch's F.interpolate(..., align_corners=False) (half-pixel centres).
     """
-    return F.contrib.BilinearResize2D(x, like=reference, mode='like', align_corners=True)
+    return F.contrib.BilinearResize2D(x, like=reference, mode='like', align_corners=align_corners)
 
 
 MEAN_PIXEL = 127.5  # official: the padding value of evaluation and augmentation; 0 after `normalize_pixels`
 
 
-def normalize_pixels(x):
-    """RGB pixel values in [0, 255] to [-1, 1], as the official `_preprocess_zero_mean_unit_range`.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision's Normalize of ImageNet models, on RGB / 255
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
-    The padding value of the official evaluation, the mean pixel 127.5, becomes 0.
+
+def normalize_pixels(F, x, normalization='unit_range'):
+    """RGB pixel values in [0, 255] (NCHW) to the network's input (`F`: mx.nd or mx.sym).
+
+    'unit_range': to [-1, 1], as the official `_preprocess_zero_mean_unit_range`; the padding value of the
+    official evaluation, the mean pixel 127.5, becomes 0. 'imagenet': (x / 255 - mean) / std per channel, as
+    the PyTorch originals' ToTensor + Normalize; their mean colour (`mean_pixel`) becomes 0.
     """
-    return x * (2.0 / 255.0) - 1.0
+    if normalization == 'unit_range':
+        return x * (2.0 / 255.0) - 1.0
+    if normalization == 'imagenet':
+        channels = F.split(x, num_outputs=3, axis=1)
+        return F.concat(*[(channels[index] / 255.0 - mean) / std
+                          for index, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))], dim=1)
+    raise ValueError('unknown input normalization %r' % (normalization,))
+
+
+def mean_pixel(normalization='unit_range'):
+    """The RGB 0-255 value that `normalize_pixels` makes 0, per channel (r, g, b): what evaluation pads with."""
+    if normalization == 'imagenet':
+        return tuple(255.0 * mean for mean in IMAGENET_MEAN)
+    return (MEAN_PIXEL,) * 3

@@ -182,6 +182,6 @@ class MobileNetV2Classifier(nn.HybridBlock):
             self.logits = biased_conv(head[-1].channels, num_classes, weight_init=WEIGHT_INIT)
 
     def hybrid_forward(self, F, x):
-        features = self.layer_19(self.backbone(normalize_pixels(x))[-1])
+        features = self.layer_19(self.backbone(normalize_pixels(F, x))[-1])
         pooled = F.mean(features, axis=(2, 3), keepdims=True)  # official global_pool: a full-size avg_pool
         return F.flatten(self.logits(self.dropout(pooled)))

@@ -21,7 +21,13 @@ FAMILIES = {
     'xception_41': 'xception', 'xception_65': 'xception', 'xception_71': 'xception',
     'resnet_v1_50_beta': 'resnet', 'resnet_v1_101_beta': 'resnet',
     'mobilenet_v2': 'mobilenet', 'mobilenet_v3_large_seg': 'mobilenet', 'mobilenet_v3_small_seg': 'mobilenet',
+    # PyTorch DeepLabs (converted from .pth files): VoVNet-DeepLabV3's VoVNet, and torchvision's ResNet (its
+    # v1.5 bottleneck, 7x7 stem), which VoVNet-DeepLabV3, DeepLab-v3-plus-cityscapes and torchvision share
+    'vovnet_39': 'vovnet', 'vovnet_57': 'vovnet', 'resnet_50': 'torch_resnet', 'resnet_101': 'torch_resnet',
 }
+# The families whose originals take RGB / 255 minus the ImageNet mean, over the ImageNet std (torchvision's
+# Normalize); the official TF families take RGB scaled to [-1, 1]. `layers.normalize_pixels` folds either in.
+IMAGENET_NORMALIZED = ('vovnet', 'torch_resnet')
 
 # The official dense prediction cell of the Xception-71 Cityscapes releases
 # (core/dense_prediction_cell_branch5_top1_cityscapes.json): five separable 3x3 branches, each on the
@@ -67,6 +73,18 @@ class ModelSpec:
     by `image_pooling_stride`, as the MobileNet-v3 releases do.
     decoder_output_stride: the strides of the decoder's skips, e.g. (4,); None for DeepLab v3.
     dense_prediction_cell_config: the DPC branches (replaces ASPP), rates at output stride 16.
+
+    The last fields describe PyTorch DeepLabs; their defaults are the official graph's:
+    align_corners: every bilinear resize with corners aligned (TF, VoVNet-DeepLabV3, DeepLab-v3-plus-
+    cityscapes) or not (torchvision). relu_slope: the negative slope of every ReLU (DeepLab-v3-plus-
+    cityscapes' InPlaceABN: 0.01). head_conv_bias: the head's convolutions have biases (DeepLab-v3-plus-
+    cityscapes). head_bn_epsilon: the head's batch norm (VoVNet-DeepLabV3's ASPP passes its momentum 3e-4
+    where BatchNorm2d takes eps). head_output_conv: a 3x3 conv + BN + ReLU between the head and the logits
+    (torchvision's DeepLabHead). logits_bias: the logits conv has a bias. first_unit_dilated: the first unit
+    of a dilated stage runs at the stage's rate (DeepLab-v3-plus-cityscapes), not at the previous stage's
+    (torchvision's ResNet). aspp_projection_padding: zeros around the input of the ASPP's 1x1 projection
+    (DeepLab-v3-plus-cityscapes' conv_out keeps ConvBNReLU's default padding=1: its output is 2 pixels
+    larger, a border that the decoder's resize spreads over the skip's grid).
     """
     model_variant: str
     num_classes: int
@@ -90,6 +108,14 @@ class ModelSpec:
     decoder_filters: int = 256
     decoder_output_is_logits: bool = False
     image_se_uses_qsigmoid: bool = False
+    align_corners: bool = True
+    relu_slope: float = 0.0
+    head_conv_bias: bool = False
+    head_bn_epsilon: float = 1e-5  # official model.py batch norm: epsilon 1e-5
+    head_output_conv: bool = False
+    logits_bias: bool = True
+    first_unit_dilated: bool = False
+    aspp_projection_padding: int = 0
 
     def __post_init__(self):
         for name in ('atrous_rates', 'image_pooling_crop_size', 'image_pooling_stride', 'multi_grid',
@@ -103,6 +129,11 @@ class ModelSpec:
     @property
     def family(self):
         return FAMILIES[self.model_variant]
+
+    @property
+    def input_normalization(self):
+        """'imagenet' ((RGB / 255 - mean) / std, the PyTorch originals) or 'unit_range' (RGB to [-1, 1], official)."""
+        return 'imagenet' if self.family in IMAGENET_NORMALIZED else 'unit_range'
 
     def check(self):
         """ValueError naming the field for what the networks cannot build."""
@@ -190,6 +221,11 @@ class ModelSpec:
                 'v3+' if self.decoder_output_stride else 'v3')
         variant = self.model_variant + ('' if self.depth_multiplier == 1.0 else ' x%g' % self.depth_multiplier)
         return 'DeepLab %s (%s, OS%d), %d classes' % (head, variant, self.output_stride, self.num_classes)
+
+    @property
+    def from_pytorch(self):
+        """True for the networks of PyTorch projects (converted from .pth files)."""
+        return self.family in IMAGENET_NORMALIZED
 
 
 def parse_flags(flags):

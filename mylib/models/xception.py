@@ -201,7 +201,7 @@ class XceptionClassifier(nn.HybridBlock):
             self.logits = biased_conv(self.backbone.channels, num_classes, weight_init=WEIGHT_INIT)
 
     def hybrid_forward(self, F, x):
-        features = self.backbone(normalize_pixels(x))[-1]
+        features = self.backbone(normalize_pixels(F, x))[-1]
         pooled = F.mean(features, axis=(2, 3), keepdims=True)
         return F.flatten(self.logits(self.dropout(pooled)))
 

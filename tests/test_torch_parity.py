@@ -1,0 +1,170 @@
+"""PyTorch DeepLabs, exact to their original PyTorch code (../shared/reference/pytorch), without PyTorch.
+
+For each reference configuration (VoVNet-DeepLabV3 VoVNet-39, DeepLab-v3-plus-cityscapes ResNet-101,
+torchvision deeplabv3_resnet50) the .pth is written by the reference's make_torch_checkpoint.py in the
+original project's layout, converted by `converters/extract_weights.py FILE.pth` as a user would, loaded
+with `mylib.load_model`, and compared with the original's outputs on four photos: the low-resolution
+logits within 1e-3 of max |logit| (the original's own float32-vs-float64 spread: 3e-5 to 3e-4), the
+labels of the upsampled output (through the inference path the scripts use) on >= 99.9 % of the pixels.
+"""
+import json
+import runpy
+
+import mxnet as mx
+import numpy as np
+import pytest
+from helpers import PHOTOS, REFERENCE, REPO
+
+import mylib
+from converters.tables.torch_backbones import resnet_rows, vovnet_rows
+from converters.torch_mapping import detect_model, skip_reason, table_for, tensor_table, to_gluon_layout
+from mylib.errors import ConversionError
+from mylib.inference import LogitsRunner, average_probabilities, pad_to_crop
+from mylib.models import ModelSpec, build_network
+from mylib.models.deeplab import DecoderLogits
+from mylib.models.layers import mean_pixel
+from mylib.models.torch_resnet import TORCH_RESNET, unit_plan
+from mylib.models.vovnet import stage_plan
+
+TORCH_REFERENCE = REFERENCE / 'pytorch'
+CONFIGS = {  # config: (project, model_variant, evaluation crop: VoVNet-DeepLabV3 pads to 513, the others run as is)
+    'vovnet39_voc': ('vovnet_deeplabv3', 'vovnet_39', (513, 513)),
+    'coin_r101_city': ('cityscapes_deeplabv3plus', 'resnet_101', None),
+    'tv_deeplabv3_resnet50': ('torchvision', 'resnet_50', None),
+}
+LOGIT_TOLERANCE = 1e-3
+LABEL_AGREEMENT = 0.999
+
+
+def manifest(config):
+    with open(TORCH_REFERENCE / ('manifest_%s.json' % config)) as stream:
+        return json.load(stream)
+
+
+@pytest.fixture(scope='module')
+def torch_params(tmp_path_factory):
+    """{config: (params path, metadata)}: each reference .pth written by make_torch_checkpoint.py and
+    converted by extract_weights.py's main, as the command line runs it."""
+    folder = tmp_path_factory.mktemp('torch')
+    write = runpy.run_path(str(TORCH_REFERENCE / 'make_torch_checkpoint.py'))['main']
+    convert = runpy.run_path(str(REPO / 'converters' / 'extract_weights.py'), run_name='extract_weights')['main']
+    converted = {}
+    for config in CONFIGS:
+        pth, params = folder / (config + '.pth'), folder / (config + '.params')
+        write(['make_torch_checkpoint.py', str(TORCH_REFERENCE / ('manifest_%s.json' % config)),
+               str(TORCH_REFERENCE / ('statistics_%s.npz' % config)), str(pth)])
+        assert convert([str(pth), '--output', str(params), '--quiet']) == 0
+        pth.unlink()
+        converted[config] = (params, mylib.weights.read_metadata(params))
+    return converted
+
+
+@pytest.mark.parametrize('config', sorted(CONFIGS))
+def test_converted_as_the_original_builds_it(torch_params, config):
+    project, variant, _ = CONFIGS[config]
+    params, metadata = torch_params[config]
+    assert metadata['project'] == project and metadata['model']['model_variant'] == variant
+    tensors = manifest(config)['tensors']
+    counters = sum(entry['role'] == 'num_batches_tracked' for entry in tensors)
+    assert metadata['tensors'] == {'read': len(tensors), 'converted': len(tensors) - counters,
+                                   'skipped': {'batch-norm counter': counters} if counters else {}}
+    assert metadata['values'] == sum(int(np.prod(entry['shape'])) for entry in tensors
+                                     if entry['role'] != 'num_batches_tracked')
+
+
+@pytest.mark.parametrize('config', sorted(CONFIGS))
+def test_matches_the_original(torch_params, config):
+    _, _, crop = CONFIGS[config]
+    net = mylib.load_model(str(torch_params[config][0]))
+    low = DecoderLogits(net)
+    low.hybridize(static_alloc=True)
+    runner = LogitsRunner(net)  # the scripts' path: hybridized, fused on oneDNN
+    for photo in PHOTOS:
+        original = dict(np.load(TORCH_REFERENCE / config / (photo + '.npz')))
+        image = original['input_uint8']
+        canvas = pad_to_crop(image, crop or image.shape[:2], mean_pixel(net.spec.input_normalization))[None]
+        logits = low(mx.nd.array(canvas)).asnumpy()
+        expected = original['logits']
+        assert logits.shape == expected.shape, photo
+        scale = np.abs(expected).max()
+        assert np.abs(logits - expected).max() <= LOGIT_TOLERANCE * scale, photo
+        labels = average_probabilities(runner, mx.nd.array(canvas)).asnumpy()[0].argmax(0)
+        agreement = (labels == original['labels']).mean()
+        assert agreement >= LABEL_AGREEMENT, '%s: labels agree on %.4f %%' % (photo, 100 * agreement)
+
+
+# --- fast: tables, detection, plans ----------------------------------------------------------------
+@pytest.mark.fast
+@pytest.mark.parametrize('config', sorted(CONFIGS))
+def test_every_tensor_has_one_home(config):
+    """The project's table maps every tensor of the original's state dict (from its manifest) onto a
+    distinct parameter of the network detected from it, in the shape that parameter has."""
+    tensors = manifest(config)['tensors']
+    shapes = {entry['name']: tuple(entry['shape']) for entry in tensors if not skip_reason(entry['name'])}
+    spec, notes, project = detect_model(shapes)
+    assert (project, spec.model_variant) == CONFIGS[config][:2] and notes
+    table = table_for(spec, project)
+    assert set(table) == set(shapes)
+    net = build_network(spec)
+    expected = {name: param.shape for name, param in net._collect_params_with_prefix().items()}
+    assert sorted(home for home, _ in table.values()) == sorted(expected)
+    for name, (home, layout) in table.items():
+        assert to_gluon_layout(np.zeros(shapes[name], np.float32), layout).shape == expected[home], name
+
+
+@pytest.mark.fast
+def test_regrouping_puts_image_pooling_first():
+    """VoVNet-DeepLabV3 and torchvision concatenate [branches..., image pooling]; the official head (ours)
+    [image pooling, branches...]: the projection's input channels are regrouped, not the network changed."""
+    weight = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 15, 1, 1)
+    regrouped = to_gluon_layout(weight, ('regroup_inputs', (12, 3), (1, 0)))
+    assert np.array_equal(regrouped[:, :3], weight[:, 12:]) and np.array_equal(regrouped[:, 3:], weight[:, :12])
+
+
+@pytest.mark.fast
+def test_dilation_rules_of_the_originals():
+    layers = TORCH_RESNET[101]
+    rates = lambda plan, layer: [unit.rate for unit in plan if unit.layer == layer]  # noqa: E731
+    torchvision_os8 = unit_plan(layers, 8)
+    assert rates(torchvision_os8, 'layer3')[:2] == [1, 2] and rates(torchvision_os8, 'layer4') == [2, 4, 4]
+    cityscapes_os16 = unit_plan(layers, 16, first_unit_dilated=True)
+    assert rates(cityscapes_os16, 'layer3') == [1] * 23 and rates(cityscapes_os16, 'layer4') == [2, 2, 2]
+    assert [unit.stride for unit in cityscapes_os16 if unit.name.endswith('_0')] == [1, 2, 2, 1]
+    assert [tuple(plan) for plan in stage_plan(16)] == [(False, 1), (True, 1), (True, 1), (False, 2)]
+    assert [tuple(plan) for plan in stage_plan(32)] == [(False, 1), (True, 1), (True, 1), (True, 1)]
+
+
+@pytest.mark.fast
+def test_sizes_follow_the_originals():
+    """VoVNet pools rounding up (513 -> 32 at OS16), torchvision's ResNet rounds down (513 -> 65 at OS8)."""
+    vovnet = build_network(ModelSpec('vovnet_39', 3, atrous_rates=(6, 12, 18), aspp_with_separable_conv=False))
+    resnet = build_network(ModelSpec('resnet_50', 3, output_stride=8, atrous_rates=(12, 24, 36),
+                                     aspp_with_separable_conv=False, head_output_conv=True, align_corners=False))
+    for net, size in ((vovnet, 32), (resnet, 65)):
+        net.initialize()
+        logits = DecoderLogits(net)(mx.nd.zeros((1, 3, 513, 513))).asnumpy()  # computed here, not left queued
+        assert logits.shape == (1, 3, size, size)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize('shapes, needle', [
+    ({'features.denseblock1.denselayer1.conv1.weight': (128, 64, 1, 1), 'aspp.aspp1.weight': (256, 1, 1, 1)},
+     'DenseNet'),
+    ({'backbone.0.0.weight': (16, 3, 3, 3), 'classifier.4.weight': (21, 256, 1, 1)}, 'MobileNet-v3'),
+    ({'conv1.weight': (64, 3, 7, 7), 'fc.weight': (1000, 2048)}, 'ImageNet ResNet classifier'),
+    ({'encoder.weight': (3, 3)}, 'not a PyTorch DeepLab of a known project'),
+])
+def test_unknown_state_dicts_are_named(shapes, needle):
+    with pytest.raises(ConversionError) as caught:
+        detect_model(shapes)
+    assert needle in str(caught.value) and '\n' not in str(caught.value)
+
+
+@pytest.mark.fast
+def test_vovnet57_and_resnet101_tables_are_generated_from_the_models():
+    assert len(vovnet_rows(57)) == 3 + 6 * (1 + 1 + 4 + 3)
+    rows = resnet_rows(101, 'backbone.')
+    assert len(rows) == 1 + 3 * 33 + 4
+    assert [row.block for row in rows if row.block.endswith('downsample')] == [
+        'layer%d_0.downsample' % layer for layer in (1, 2, 3, 4)]
+    assert len(tensor_table(rows)) == 5 * len(rows)

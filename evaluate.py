@@ -37,7 +37,8 @@ def build_parser():
                           help='comma-separated input scales (default 1.0; official multi-scale: 0.5,...,1.75)')
     protocol.add_argument('--flip', action='store_true', help='add left-right flipped inputs')
     protocol.add_argument('--crop-size', type=size_type,
-                          help="HxW the images are padded to (default: the dataset's official crop)")
+                          help="HxW the images are padded to (default: the dataset's official crop; torchvision and "
+                               "DeepLab-v3-plus-cityscapes networks: each image at its own size, as their originals)")
     data = parser.add_argument_group('data')
     data.add_argument('--dataset', default=None, choices=tuple(DATASETS) + ('folder',),
                       help="default: voc, or the release's dataset with --model")
@@ -74,9 +75,9 @@ def main(argv=None):
     from mylib.errors import DatasetError
     from mylib.evaluation import evaluate, iou_table
     from mylib.fileio import write_json
-    from mylib.inference import cap_onednn_isa
+    from mylib.inference import OWN_SIZE, cap_onednn_isa
     from mylib.metrics import number_or_none
-    from mylib.weights import fitting_crop, load_segmentation, recorded_dataset
+    from mylib.weights import fitting_crop, load_segmentation, recorded_dataset, runs_unpadded
     cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
     ctxs = parse_devices(args.gpus)
     args.batch_size = args.batch_size or len(ctxs)
@@ -93,7 +94,10 @@ def main(argv=None):
     # your own data names its classes as the weights' dataset does (recorded beside them, else by class count)
     names = (spec_for(recorded_dataset(weights, net.num_classes), net.num_classes) if args.dataset == 'folder'
              else spec).class_names
-    crop_size = fitting_crop(net, args.crop_size or spec.eval_crop, args.crop_size is not None)
+    if args.crop_size is None and runs_unpadded(weights):  # as the original (torchvision, Cityscapes project)
+        crop_size = OWN_SIZE
+    else:
+        crop_size = fitting_crop(net, args.crop_size or spec.eval_crop, args.crop_size is not None)
     settings = {'weights': os.path.abspath(weights), 'model': args.model, 'output_stride': args.output_stride,
                 'model_spec': net.spec.to_json(), 'scales': list(args.scales), 'flip': args.flip,
                 'crop_size': list(crop_size), 'dataset': args.dataset, 'split': args.split,

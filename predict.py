@@ -45,7 +45,8 @@ def build_parser():
     protocol.add_argument('--crop-size', type=size_type,
                           help='HxW the photo is padded to; a larger photo is shrunk to fit its long side '
                                '(default %dx%d, as the official demo; 769x769 for MobileNet-v3, whose image pooling '
-                               'window is fixed)' % DEFAULT_CROP)
+                               'window is fixed; torchvision and DeepLab-v3-plus-cityscapes networks: each photo at '
+                               'its own size, as their originals)' % DEFAULT_CROP)
     output = parser.add_argument_group('output')
     output.add_argument('--out', default='predictions', metavar='DIR', help='output folder (default predictions/)')
     output.add_argument('--overlay', action='store_true', help='also write the photo blended with its labels')
@@ -96,8 +97,8 @@ def segment(net, runner, image, args):
     from PIL import Image
 
     from mylib.images import fit_within
-    from mylib.inference import predict
-    fitted = fit_within(image, min(args.crop_size))
+    from mylib.inference import OWN_SIZE, predict
+    fitted = image if tuple(args.crop_size) == OWN_SIZE else fit_within(image, min(args.crop_size))
     labels, _ = predict(net, fitted, args.scales, args.flip, args.crop_size, runner=runner)
     if fitted.shape != image.shape:
         resized = Image.fromarray(labels.astype(np.uint8)).resize(image.shape[1::-1], Image.NEAREST)
@@ -115,8 +116,8 @@ def main(argv=None):
     from mylib.devices import parse_devices
     from mylib.errors import ImageError, OptionError
     from mylib.images import label_image, overlay, read_rgb, save_image
-    from mylib.inference import LogitsRunner, cap_onednn_isa
-    from mylib.weights import fitting_crop, load_segmentation, recorded_dataset
+    from mylib.inference import OWN_SIZE, LogitsRunner, cap_onednn_isa
+    from mylib.weights import fitting_crop, load_segmentation, recorded_dataset, runs_unpadded
     cap_onednn_isa()  # before any oneDNN work: the faster CPU kernels for inference
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise OptionError('--out %s is a file; give a folder for the masks' % args.out)
@@ -128,7 +129,10 @@ def main(argv=None):
         raise ImageError('no images to segment')
     weights = args.weights or zoo.get_params_file(args.model or zoo.DEFAULT_MODEL)
     net = load_segmentation(weights, args.output_stride, ctx=ctx)
-    args.crop_size = fitting_crop(net, args.crop_size or DEFAULT_CROP, args.crop_size is not None)
+    if args.crop_size is None and runs_unpadded(weights):  # as the original (torchvision, Cityscapes project)
+        args.crop_size = OWN_SIZE
+    else:
+        args.crop_size = fitting_crop(net, args.crop_size or DEFAULT_CROP, args.crop_size is not None)
     spec = spec_for(args.dataset or recorded_dataset(weights, net.num_classes), net.num_classes)
     colours = spec.palette()
     runner = LogitsRunner(net)

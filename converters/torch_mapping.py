@@ -121,18 +121,22 @@ def _cityscapes_deeplabv3plus(shapes):
 
 
 def _torchvision(shapes):
-    """torchvision's DeepLabV3: `backbone.conv1` ResNet, `classifier.0.convs` (DeepLabHead)."""
+    """torchvision's DeepLabV3: `backbone.conv1` ResNet or `backbone.0` MobileNet-v3 (its features, with
+    `backbone.16` the last conv), `classifier.0.convs` (DeepLabHead)."""
     if 'classifier.0.convs.0.0.weight' not in shapes:
         return None
+    common = dict(num_classes=_classes(shapes, 'classifier.4.weight'), atrous_rates=TORCHVISION_RATES,
+                  aspp_with_separable_conv=False, head_output_conv=True, align_corners=False)
+    notes = ['atrous_rates=12,24,36 (DeepLabHead)', 'align_corners=false (torchvision\'s F.interpolate)']
+    last = shapes.get('backbone.16.0.weight')
+    if last is not None and tuple(last) == (960, 160, 1, 1):
+        return (dict(common, model_variant='mobilenet_v3_large', output_stride=16),
+                ['output_stride=16 (mobilenet_v3_large(dilated=True): the last stage at rate 2)'] + notes)
     depth = torch_backbones.resnet_depth(shapes, 'backbone.')
     if depth is None:
         return None
-    fields = dict(model_variant='resnet_%s' % depth, num_classes=_classes(shapes, 'classifier.4.weight'),
-                  output_stride=8, atrous_rates=TORCHVISION_RATES, aspp_with_separable_conv=False,
-                  head_output_conv=True, align_corners=False)
-    notes = ['output_stride=8 (replace_stride_with_dilation=[False, True, True])',
-             'atrous_rates=12,24,36 (DeepLabHead)', 'align_corners=false (torchvision\'s F.interpolate)']
-    return fields, notes
+    return (dict(common, model_variant='resnet_%s' % depth, output_stride=8),
+            ['output_stride=8 (replace_stride_with_dilation=[False, True, True])'] + notes)
 
 
 Project = namedtuple('Project', ['detect', 'backbone_rows', 'head_rows'])
@@ -148,11 +152,12 @@ PROJECT_NAMES = {'vovnet_deeplabv3': 'VoVNet-DeepLabV3', 'cityscapes_deeplabv3pl
 
 
 def _backbone_rows(spec, prefix):
-    depth = int(spec.model_variant.rsplit('_', 1)[1])
-    if spec.family == 'vovnet':
-        rows = torch_backbones.vovnet_rows(depth)
+    if spec.family == 'torch_mobilenet':
+        rows = torch_backbones.mobilenet_rows(spec.model_variant, prefix)
+    elif spec.family == 'vovnet':
+        rows = torch_backbones.vovnet_rows(int(spec.model_variant.rsplit('_', 1)[1]))
     else:
-        rows = torch_backbones.resnet_rows(depth, prefix)
+        rows = torch_backbones.resnet_rows(int(spec.model_variant.rsplit('_', 1)[1]), prefix)
     return [row._replace(block='backbone.' + row.block) for row in rows]
 
 
@@ -160,9 +165,8 @@ def _unsupported(shapes):
     """Why a state dict of a known PyTorch project is not converted yet, or None."""
     if any(name.startswith('features.denseblock') for name in shapes):
         return 'VoVNet-DeepLabV3 with DenseNet-161/201 is not supported yet'
-    if 'backbone.0.0.weight' in shapes and any(name.startswith('classifier.') for name in shapes):
-        return 'torchvision\'s MobileNet-v3 segmentation models (deeplabv3/lraspp_mobilenet_v3_large) are not ' \
-               'supported yet'
+    if 'classifier.cbr.0.weight' in shapes:
+        return 'torchvision\'s LR-ASPP (lraspp_mobilenet_v3_large) is not supported yet'
     if 'classifier.0.weight' in shapes and 'backbone.conv1.weight' in shapes:
         return 'torchvision\'s FCN (fcn_resnet50/101) is not supported yet'
     if 'fc.weight' in shapes and 'conv1.weight' in shapes:

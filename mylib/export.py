@@ -130,7 +130,10 @@ def fixed_size_graph(symbol, input_shape):
 def mx2onnx_model(symbol, weights, input_shape):
     """ONNX ModelProto of `symbol` with `weights` ({name: NDArray}), input N x C x H x W, N free.
 
-    Works around four defects of mx2onnx (mxnet 1.9.1), all in this one function:
+    Works around five defects of mx2onnx (mxnet 1.9.1), all in this one function:
+    - it exports every BilinearResize2D as an ONNX Resize with corners aligned, also those with
+      align_corners=False (torchvision's networks): theirs get 'pytorch_half_pixel', MXNet's and
+      PyTorch's rule (src = (dst + 0.5) / scale - 0.5, clamped at 0; a length-1 output takes index 0);
     - handed the weights, it converts each to a Python list of floats (about 10 s and 1 GB for this
       network), so it is handed none: the weights are declared inputs, and are attached here as
       initializers from their raw bytes;
@@ -154,6 +157,14 @@ def mx2onnx_model(symbol, weights, input_shape):
                             onnx_file_path=os.path.join(workdir, 'model.onnx'), dynamic=True,
                             dynamic_input_shapes=free_batch)
         model = onnx.load(path)
+    unaligned = {node['name'] for node in json.loads(symbol.tojson())['nodes']
+                 if node['op'] == '_contrib_BilinearResize2D'
+                 and node.get('attrs', {}).get('align_corners', 'True').lower() in ('false', '0')}
+    for node in model.graph.node:
+        if node.op_type == 'Resize' and node.name in unaligned:
+            for attribute in node.attribute:
+                if attribute.name == 'coordinate_transformation_mode':
+                    attribute.s = b'pytorch_half_pixel'
     model.graph.initializer.extend(numpy_helper.from_array(weights[name].asnumpy(), name)
                                    for name in names if name != INPUT_NAME)
     constants = {tensor.name for tensor in model.graph.initializer}

@@ -78,6 +78,9 @@ class LogitsRunner:
         return self.view(x)
 
 
+OWN_SIZE = (1, 1)  # a crop that no image is smaller than: each image runs at its own size, unpadded
+
+
 def pad_to_crop(image, crop_size=DEFAULT_CROP, value=MEAN_PIXEL):
     """H x W x 3 uint8 RGB -> 3 x Hc x Wc float32, padded at the bottom and right with `value` (one value,
     or one per channel: `layers.mean_pixel` of the network's normalisation).

@@ -107,6 +107,17 @@ def spec_of(path, params=None):
     return xception65_spec(num_classes, decoder=decoder)
 
 
+# Converted PyTorch projects whose evaluation runs each image at its own size (no padding to a crop):
+# DeepLab-v3-plus-cityscapes' evaluate.py and torchvision's reference scripts. VoVNet-DeepLabV3 pads to 513.
+UNPADDED_PROJECTS = ('cityscapes_deeplabv3plus', 'torchvision')
+
+
+def runs_unpadded(path):
+    """True when the original of the network in `path` runs each image at its own size (the converter's
+    JSON names the project); the scripts then default to `inference.OWN_SIZE` instead of a padded crop."""
+    return read_metadata(path).get('project') in UNPADDED_PROJECTS
+
+
 def fitting_crop(net, crop_size, given, option='--crop-size'):
     """The crop a segmentation network runs at: `crop_size`, grown to `net.minimum_input` when it was a
     default (`given` False); OptionError naming `option` when a given crop is smaller than that."""

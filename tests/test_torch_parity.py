@@ -13,12 +13,13 @@ import runpy
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import PHOTOS, REFERENCE, REPO
+from helpers import ONE_THREAD, PHOTOS, REFERENCE, REPO, run_script
 
 import mylib
 from converters.tables.torch_backbones import resnet_rows, vovnet_rows
 from converters.torch_mapping import detect_model, skip_reason, table_for, tensor_table, to_gluon_layout
 from mylib.errors import ConversionError
+from mylib.export import onnxruntime_logits, relative_difference
 from mylib.inference import LogitsRunner, average_probabilities, pad_to_crop
 from mylib.models import ModelSpec, build_network
 from mylib.models.deeplab import DecoderLogits
@@ -93,6 +94,32 @@ def test_matches_the_original(torch_params, config):
         assert agreement >= LABEL_AGREEMENT, '%s: labels agree on %.4f %%' % (photo, 100 * agreement)
 
 
+@pytest.mark.parametrize('config, format', [
+    ('tv_deeplabv3_resnet50', 'onnx'),   # resizes without aligned corners: ONNX 'pytorch_half_pixel'
+    ('coin_r101_city', 'onnx'),          # leaky ReLU, the padded 1x1, the decoder
+])
+def test_exports_and_runs_as_the_gluon_model(torch_params, tmp_path, config, format):
+    params = str(torch_params[config][0])
+    result = run_script('export.py', '--weights', params, '--format', format, '--size', '65x97',
+                        '--output', tmp_path / 'model', env=ONE_THREAD)
+    assert 'checked against the Gluon model' in result.stdout
+    if format == 'onnx':
+        x = np.random.default_rng(1).uniform(0, 255, (2, 3, 65, 97)).astype(np.float32)
+        expected = mylib.load_model(params)(mx.nd.array(x)).asnumpy()
+        assert relative_difference(onnxruntime_logits(tmp_path / 'model.onnx', x), expected) < 1e-4
+
+
+def test_predict_runs_each_photo_as_the_original(torch_params, tmp_path):
+    """predict.py on a torchvision network: the photo at its own size, unpadded, as torchvision runs it."""
+    from PIL import Image
+    original = dict(np.load(TORCH_REFERENCE / 'tv_deeplabv3_resnet50' / 'chelsea.npz'))
+    Image.fromarray(original['input_uint8']).save(tmp_path / 'chelsea.png')
+    run_script('predict.py', '--weights', torch_params['tv_deeplabv3_resnet50'][0], tmp_path / 'chelsea.png',
+               '--out', tmp_path / 'out', env=ONE_THREAD)
+    labels = np.asarray(Image.open(tmp_path / 'out' / 'chelsea.png'))
+    assert (labels == original['labels']).mean() >= LABEL_AGREEMENT
+
+
 # --- fast: tables, detection, plans ----------------------------------------------------------------
 @pytest.mark.fast
 @pytest.mark.parametrize('config', sorted(CONFIGS))
@@ -150,7 +177,7 @@ def test_sizes_follow_the_originals():
 @pytest.mark.parametrize('shapes, needle', [
     ({'features.denseblock1.denselayer1.conv1.weight': (128, 64, 1, 1), 'aspp.aspp1.weight': (256, 1, 1, 1)},
      'DenseNet'),
-    ({'backbone.0.0.weight': (16, 3, 3, 3), 'classifier.4.weight': (21, 256, 1, 1)}, 'MobileNet-v3'),
+    ({'backbone.0.0.weight': (16, 3, 3, 3), 'classifier.cbr.0.weight': (128, 960, 1, 1)}, 'LR-ASPP'),
     ({'conv1.weight': (64, 3, 7, 7), 'fc.weight': (1000, 2048)}, 'ImageNet ResNet classifier'),
     ({'encoder.weight': (3, 3)}, 'not a PyTorch DeepLab of a known project'),
 ])

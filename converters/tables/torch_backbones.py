@@ -8,6 +8,7 @@ conv bias, input regrouping), Gluon blocks relative to the backbone.
 import re
 from collections import namedtuple
 
+from mylib.models.torch_mobilenet import plan_layers as mobilenet_plan
 from mylib.models.torch_resnet import TORCH_RESNET, unit_plan
 from mylib.models.vovnet import LAYERS_PER_MODULE, STEM, VOVNET
 
@@ -70,3 +71,24 @@ def resnet_depth(shapes, prefix=''):
     blocks = {match.group(1) for match in map(re.compile(re.escape(prefix) + r'layer3\.(\d+)\.').match, shapes)
               if match}
     return next((depth for depth, layers in TORCH_RESNET.items() if layers[2].blocks == len(blocks)), 'unknown')
+
+
+def mobilenet_rows(variant, prefix='backbone.'):
+    """torchvision's MobileNet-v3 `features` (`<prefix><i>.0` conv, `.1` BN for the stem and the last conv;
+    `<prefix><i>.block.<j>` for an InvertedResidual: [expand], depthwise, [SE fc1, fc2], project)."""
+    rows = []
+    for index, layer in enumerate(mobilenet_plan(), 0):  # the layers are the same at any output stride
+        scope, block = '%s%d' % (prefix, index), layer.name
+        if layer.op == 'conv':
+            rows.append(row(scope + '.0', scope + '.1', block))
+            continue
+        parts = (['expand'] if layer.expanded else []) + ['depthwise'] + (['squeeze_excite'] if layer.squeeze
+                                                                           else []) + ['project']
+        for position, part in enumerate(parts):
+            sub = '%s.block.%d' % (scope, position)
+            if part == 'squeeze_excite':
+                rows += [row(sub + '.fc1', None, block + '.squeeze_excite.squeeze', bias=True),
+                         row(sub + '.fc2', None, block + '.squeeze_excite.excite', bias=True)]
+            else:
+                rows.append(row(sub + '.0', sub + '.1', '%s.%s' % (block, part)))
+    return rows

@@ -12,10 +12,11 @@ for the PyTorch ones) unless `bn_momentum` sets one for every layer; `norm_layer
 """
 import functools
 
-from . import mobilenet, resnet, torch_resnet, vovnet
+from . import mobilenet, resnet, torch_mobilenet, torch_resnet, vovnet
 from .layers import BN_MOMENTUM, batch_norm
 from .mobilenet import MobileNetBackbone, MobileNetV2Classifier
 from .resnet import ResNetV1Beta, ResNetV1BetaClassifier
+from .torch_mobilenet import TorchMobileNetV3
 from .torch_resnet import TorchResNet
 from .vovnet import VoVNet
 from .xception import XceptionBackbone, XceptionClassifier
@@ -23,6 +24,7 @@ from .xception import XceptionBackbone, XceptionClassifier
 BACKBONE_BN_DECAY = {  # the official decay of each backbone's arg scope, where each backbone states it
     'xception': BN_MOMENTUM, 'resnet': resnet.BN_MOMENTUM, 'mobilenet': mobilenet.BN_DECAY,
     'vovnet': vovnet.BN_MOMENTUM, 'torch_resnet': torch_resnet.BN_MOMENTUM,
+    'torch_mobilenet': torch_mobilenet.BN_MOMENTUM,
 }
 
 
@@ -53,8 +55,12 @@ def _torch_resnet(spec, taps, norm_layer):
                        first_unit_dilated=spec.first_unit_dilated, relu_slope=spec.relu_slope, norm_layer=norm_layer)
 
 
+def _torch_mobilenet(spec, taps, norm_layer):
+    return TorchMobileNetV3(spec.model_variant, spec.output_stride, taps, norm_layer=norm_layer)
+
+
 BUILDERS = {'xception': _xception, 'resnet': _resnet, 'mobilenet': _mobilenet, 'vovnet': _vovnet,
-            'torch_resnet': _torch_resnet}
+            'torch_resnet': _torch_resnet, 'torch_mobilenet': _torch_mobilenet}
 
 
 def build_backbone(spec, taps=(), norm_layer=batch_norm, bn_momentum=None):

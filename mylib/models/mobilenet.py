@@ -42,16 +42,19 @@ class MobileConv(ConvBN):
     A stride-2 conv runs at stride 1 (symmetric padding) and keeps every second row and column counted
     from the end, before its batch norm: exactly TF's 'SAME' for odd and even sizes alike (`tf_same.py`).
     Stride-1 convs pad k_eff // 2 on each side, which is 'SAME' for odd kernels at any rate.
+    symmetric=True is PyTorch's padding instead (torchvision's MobileNet-v3): k_eff // 2 on each side at
+    every stride, the conv itself strided.
     """
 
     def __init__(self, in_channels, channels, kernel_size=1, stride=1, rate=1, groups=1, activation=None,
-                 norm_layer=mobilenet_batch_norm, **kwargs):
-        if stride not in (1, 2) or (stride == 2 and (kernel_size < 3 or rate != 1)):
+                 norm_layer=mobilenet_batch_norm, symmetric=False, **kwargs):
+        if not symmetric and (stride not in (1, 2) or (stride == 2 and (kernel_size < 3 or rate != 1))):
             raise ValueError('stride %r with kernel %r at rate %r: only stride 1, or stride 2 with an undilated '
                              'kernel of 3 or more' % (stride, kernel_size, rate))
-        super().__init__(in_channels, channels, kernel_size, rate=rate, groups=groups, relu=False,
-                         bn_epsilon=BN_EPSILON, norm_layer=norm_layer, weight_init=WEIGHT_INIT, **kwargs)
-        self.stride, self.activation = stride, activation
+        super().__init__(in_channels, channels, kernel_size, stride=stride if symmetric else 1, rate=rate,
+                         groups=groups, relu=False, bn_epsilon=BN_EPSILON, norm_layer=norm_layer,
+                         weight_init=WEIGHT_INIT, **kwargs)
+        self.stride, self.activation = 1 if symmetric else stride, activation
 
     def hybrid_forward(self, F, x):
         x = self.conv(x)
@@ -62,11 +65,13 @@ class MobileConv(ConvBN):
 class SqueezeExcite(nn.HybridBlock):
     """Official v3 `squeeze_excite` (factor 4): x * hard_sigmoid(excite(relu(squeeze(mean over H, W of x)))).
 
-    squeeze and excite are 1x1 convs with bias and no batch norm (official `Conv`, `Conv_1`).
+    squeeze and excite are 1x1 convs with bias and no batch norm (official `Conv`, `Conv_1`). The hard
+    sigmoid is relu6(x + 3) * gate_scale (official 0.16667; torchvision's F.hardsigmoid: 1 / 6).
     """
 
-    def __init__(self, channels, squeeze_channels, **kwargs):
+    def __init__(self, channels, squeeze_channels, gate_scale=HARD_SIGMOID_SCALE, **kwargs):
         super().__init__(**kwargs)
+        self.gate_scale = gate_scale
         with self.name_scope():
             self.squeeze = biased_conv(channels, squeeze_channels, weight_init=WEIGHT_INIT)
             self.excite = biased_conv(squeeze_channels, channels, weight_init=WEIGHT_INIT)
@@ -75,7 +80,7 @@ class SqueezeExcite(nn.HybridBlock):
         # the mean over H, W as a global average pool: the same value, and an operator ONNX export translates
         pooled = F.Pooling(x, kernel=(1, 1), global_pool=True, pool_type='avg')
         squeezed = F.relu(self.squeeze(pooled))
-        gate = F.clip(self.excite(squeezed) + 3.0, 0.0, 6.0) * HARD_SIGMOID_SCALE
+        gate = F.clip(self.excite(squeezed) + 3.0, 0.0, 6.0) * self.gate_scale
         return F.broadcast_mul(x, gate)
 
 
@@ -84,20 +89,24 @@ class ExpandedConv(nn.HybridBlock):
 
     `layer` is a `mobilenet_spec.Planned`. With `returns_depthwise` the block returns (output, depthwise
     output), the latter after the depthwise conv's batch norm and activation and before squeeze-excite
-    (official `depthwise_output`, DeepLab's decoder end points).
+    (official `depthwise_output`, DeepLab's decoder end points). symmetric, gate_scale: see `MobileConv`,
+    `SqueezeExcite` (torchvision's MobileNet-v3).
     """
 
-    def __init__(self, layer, returns_depthwise=False, norm_layer=mobilenet_batch_norm, **kwargs):
+    def __init__(self, layer, returns_depthwise=False, norm_layer=mobilenet_batch_norm, symmetric=False,
+                 gate_scale=HARD_SIGMOID_SCALE, **kwargs):
         super().__init__(**kwargs)
         self.residual, self.returns_depthwise = layer.residual, returns_depthwise
         inner = layer.expanded or layer.in_channels
+        conv = dict(norm_layer=norm_layer, symmetric=symmetric)
         with self.name_scope():
             self.expand = MobileConv(layer.in_channels, inner, activation=layer.activation,
-                                     norm_layer=norm_layer) if layer.expanded else None
+                                     **conv) if layer.expanded else None
             self.depthwise = MobileConv(inner, inner, layer.kernel, layer.stride, layer.rate, groups=inner,
-                                        activation=layer.activation, norm_layer=norm_layer)
-            self.squeeze_excite = SqueezeExcite(inner, layer.squeeze) if layer.squeeze else None
-            self.project = MobileConv(inner, layer.channels, norm_layer=norm_layer)
+                                        activation=layer.activation, **conv)
+            self.squeeze_excite = (SqueezeExcite(inner, layer.squeeze, gate_scale=gate_scale) if layer.squeeze
+                                   else None)
+            self.project = MobileConv(inner, layer.channels, **conv)
 
     def hybrid_forward(self, F, x):
         depthwise = self.depthwise(self.expand(x) if self.expand is not None else x)
@@ -107,12 +116,14 @@ class ExpandedConv(nn.HybridBlock):
         return (y, depthwise) if self.returns_depthwise else y
 
 
-def build_layer(layer, returns_depthwise=False, norm_layer=mobilenet_batch_norm):
+def build_layer(layer, returns_depthwise=False, norm_layer=mobilenet_batch_norm, symmetric=False,
+                gate_scale=HARD_SIGMOID_SCALE):
     """The block of a planned layer: `ExpandedConv`, or `MobileConv` for a plain conv."""
     if layer.op == 'expanded_conv':
-        return ExpandedConv(layer, returns_depthwise, norm_layer=norm_layer)
+        return ExpandedConv(layer, returns_depthwise, norm_layer=norm_layer, symmetric=symmetric,
+                            gate_scale=gate_scale)
     return MobileConv(layer.in_channels, layer.channels, layer.kernel, layer.stride, layer.rate,
-                      activation=layer.activation, norm_layer=norm_layer)
+                      activation=layer.activation, norm_layer=norm_layer, symmetric=symmetric)
 
 
 class MobileNetBackbone(nn.HybridBlock):

@@ -24,10 +24,11 @@ FAMILIES = {
     # PyTorch DeepLabs (converted from .pth files): VoVNet-DeepLabV3's VoVNet, and torchvision's ResNet (its
     # v1.5 bottleneck, 7x7 stem), which VoVNet-DeepLabV3, DeepLab-v3-plus-cityscapes and torchvision share
     'vovnet_39': 'vovnet', 'vovnet_57': 'vovnet', 'resnet_50': 'torch_resnet', 'resnet_101': 'torch_resnet',
+    'mobilenet_v3_large': 'torch_mobilenet',  # torchvision's, not the official mobilenet_v3_large_seg
 }
 # The families whose originals take RGB / 255 minus the ImageNet mean, over the ImageNet std (torchvision's
 # Normalize); the official TF families take RGB scaled to [-1, 1]. `layers.normalize_pixels` folds either in.
-IMAGENET_NORMALIZED = ('vovnet', 'torch_resnet')
+IMAGENET_NORMALIZED = ('vovnet', 'torch_resnet', 'torch_mobilenet')
 
 # The official dense prediction cell of the Xception-71 Cityscapes releases
 # (core/dense_prediction_cell_branch5_top1_cityscapes.json): five separable 3x3 branches, each on the
@@ -306,8 +307,9 @@ def release_spec(model_variant, num_classes, depth_multiplier=1.0):
     at OS16, decoder at 4; ResNet with multi-grid 1,2,4); MobileNet-v2: image pooling + 1x1 (no atrous
     branches, no decoder); MobileNet-v3: the Cityscapes releases' head (OS32, gated image pooling, sum-merge
     decoder at 8 whose output is the logits)."""
-    if model_variant not in FAMILIES:
-        raise ValueError('model_variant %r is not one of %s' % (model_variant, ', '.join(FAMILIES)))
+    if model_variant not in RELEASE_FLAGS:
+        raise ValueError('model_variant %r has no official release head: use one of %s (a PyTorch DeepLab trains '
+                         'from its converted .pth, with --init)' % (model_variant, ', '.join(RELEASE_FLAGS)))
     flags = RELEASE_FLAGS[model_variant]
     common = dict(num_classes=num_classes, depth_multiplier=depth_multiplier, output_stride=flags['output_stride'])
     if model_variant.startswith('mobilenet_v3'):

@@ -12,7 +12,7 @@ from ..cli import (
     size_type,
 )
 from ..data.specs import DATASETS
-from ..models.spec import FAMILIES
+from ..models.spec import RELEASE_FLAGS
 
 # Official DeepLab v3+ PASCAL recipe (research/deeplab train.py flags and g3doc/pascal.md):
 OFFICIAL = {
@@ -64,10 +64,11 @@ def build_parser(description, multi_gpu, prog='train.py'):
     augment.add_argument('--no-flip', action='store_true', help='no random left-right flip')
     model = parser.add_argument_group('model')
     model.add_argument('--init', metavar='FILE.params',
-                       help='start from converted weights: a DeepLab checkpoint of any family (fine-tune its network; '
+                       help='start from converted weights: a DeepLab checkpoint of any family, also a converted '
+                            'PyTorch DeepLab (fine-tune its network; '
                             'logits kept if the classes match) or an ImageNet backbone (xception_41/65/71, '
                             'resnet_v1_50/101_beta, mobilenet_v2), under the official release head of its family')
-    model.add_argument('--backbone', choices=tuple(FAMILIES),
+    model.add_argument('--backbone', choices=tuple(RELEASE_FLAGS),
                        help='the network to train without --init (official release head of that backbone; default '
                             "xception_65); with --init it must be the checkpoint's")
     model.add_argument('--os', dest='output_stride', type=int, choices=(8, 16, 32),

@@ -18,21 +18,27 @@ from converters.tables.torch_backbones import Row  # noqa: F401 (the rows' type,
 from mylib.errors import ConversionError
 from mylib.models.spec import ModelSpec
 
-_BATCH_NORM = (('weight', 'bn.gamma'), ('bias', 'bn.beta'), ('running_mean', 'bn.running_mean'),
-               ('running_var', 'bn.running_var'))
+_BATCH_NORM = (('weight', 'gamma'), ('bias', 'beta'), ('running_mean', 'running_mean'),
+               ('running_var', 'running_var'))
 
 
 def tensor_table(rows):
-    """OrderedDict: PyTorch tensor name -> (Gluon parameter name, layout), for the given rows."""
+    """OrderedDict: PyTorch tensor name -> (Gluon parameter name, layout), for the given rows: a conv and
+    its BN go to a ConvBN's `.conv` and `.bn`; a conv alone (bn None) or a BN alone (conv None, DenseNet's
+    pre-activation layers) to the Gluon block itself."""
     table = OrderedDict()
     for row in rows:
-        conv = row.block + ('.conv' if row.bn else '')
-        table[row.conv + '.weight'] = (conv + '.weight', ('regroup_inputs',) + row.inputs if row.inputs else 'same')
-        if row.bias:
-            table[row.conv + '.bias'] = (conv + '.bias', 'same')
-        if row.bn:
+        both = row.conv is not None and row.bn is not None
+        if row.conv is not None:
+            conv = row.block + ('.conv' if both else '')
+            table[row.conv + '.weight'] = (conv + '.weight',
+                                           ('regroup_inputs',) + row.inputs if row.inputs else 'same')
+            if row.bias:
+                table[row.conv + '.bias'] = (conv + '.bias', 'same')
+        if row.bn is not None:
+            norm = row.block + ('.bn' if both else '')
             for torch_suffix, gluon_suffix in _BATCH_NORM:
-                table['%s.%s' % (row.bn, torch_suffix)] = ('%s.%s' % (row.block, gluon_suffix), 'same')
+                table['%s.%s' % (row.bn, torch_suffix)] = ('%s.%s' % (norm, gluon_suffix), 'same')
     return table
 
 
@@ -79,8 +85,11 @@ def _vovnet_deeplabv3(shapes):
     if 'aspp.aspp1.weight' not in shapes:
         return None
     depth = torch_backbones.vovnet_depth(shapes)
+    densenet_depth = torch_backbones.densenet_depth(shapes)
     if depth is not None:
         variant, epsilon = 'vovnet_%s' % depth, 3e-4
+    elif densenet_depth is not None:
+        variant, epsilon = 'densenet_%s' % densenet_depth, 3e-4
     else:
         depth = torch_backbones.resnet_depth(shapes)
         if depth is None:
@@ -91,7 +100,7 @@ def _vovnet_deeplabv3(shapes):
     notes = ['output_stride=16 (deeplab.py: the last stage dilated by 2)',
              'atrous_rates=6,12,18 (deeplab.py ASPP, mult=1)',
              'align_corners=true (every nn.Upsample of deeplab.py)']
-    if variant.startswith('vovnet'):
+    if not variant.startswith('resnet'):
         notes.append('head_bn_epsilon=0.0003 (deeplab.py ASPP passes its momentum=0.0003 where BatchNorm2d '
                      'takes eps)')
     return fields, notes
@@ -154,6 +163,8 @@ PROJECT_NAMES = {'vovnet_deeplabv3': 'VoVNet-DeepLabV3', 'cityscapes_deeplabv3pl
 def _backbone_rows(spec, prefix):
     if spec.family == 'torch_mobilenet':
         rows = torch_backbones.mobilenet_rows(spec.model_variant, prefix)
+    elif spec.family == 'densenet':
+        rows = torch_backbones.densenet_rows(int(spec.model_variant.rsplit('_', 1)[1]))
     elif spec.family == 'vovnet':
         rows = torch_backbones.vovnet_rows(int(spec.model_variant.rsplit('_', 1)[1]))
     else:
@@ -163,8 +174,6 @@ def _backbone_rows(spec, prefix):
 
 def _unsupported(shapes):
     """Why a state dict of a known PyTorch project is not converted yet, or None."""
-    if any(name.startswith('features.denseblock') for name in shapes):
-        return 'VoVNet-DeepLabV3 with DenseNet-161/201 is not supported yet'
     if 'classifier.cbr.0.weight' in shapes:
         return 'torchvision\'s LR-ASPP (lraspp_mobilenet_v3_large) is not supported yet'
     if 'classifier.0.weight' in shapes and 'backbone.conv1.weight' in shapes:
@@ -188,7 +197,7 @@ def detect_model(shapes):
             reason or 'not a PyTorch DeepLab of a known project (%s)' % ', '.join(PROJECT_NAMES.values()),
             ', '.join(roots[:8]) + (', ...' if len(roots) > 8 else '')))
     project, (fields, notes) = found[0]
-    if 'unknown' in str(fields['model_variant']):
+    if 'unknown' in str(fields['model_variant']):  # a backbone of the project's family at another depth
         raise ConversionError('%s state dict with a backbone of unknown depth (%s)'
                               % (PROJECT_NAMES[project], fields['model_variant']))
     try:

@@ -253,6 +253,10 @@ RELEASES = OrderedDict((release.name, release) for release in (
              'vovnet_57', 'voc', [_single(16, 77.4)], [_VOVNET_NOTE]),
     _pytorch('resnet50_vovnet_voc', _VOVNET + 'djru33qnugcw0p7/deeplab_resnet50_pascal_v3_bn_lr7e-3_epoch50.pth?dl=1',
              'resnet_50', 'voc', [_single(16, 74.27)], [_VOVNET_NOTE]),
+    _pytorch('densenet161_vovnet_voc', _VOVNET + 't3au8o1n7u6ijk6/deeplab_densenet161_pascal_v3_bn_lr7e-3_epoch50.pth'
+             '?dl=1', 'densenet_161', 'voc', [_single(16, 76.13)], [_VOVNET_NOTE]),
+    _pytorch('densenet201_vovnet_voc', _VOVNET + 'xsqbfbbpoh479kl/deeplab_densenet201_pascal_v3_bn_lr7e-3_epoch50.pth'
+             '?dl=1', 'densenet_201', 'voc', [_single(16, 75.63)], [_VOVNET_NOTE]),
     _pytorch('resnet101_vovnet_voc', _VOVNET + 'vqpifempofpujvr/deeplab_resnet101_pascal_v3_bn_lr7e-3_epoch50.pth'
              '?dl=1', 'resnet_101', 'voc', [_single(16, 76.81)], [_VOVNET_NOTE]),
     # CoinCheung/DeepLab-v3-plus-cityscapes README.md: "the mIOU is 70.54" (Cityscapes val, its evaluate.py:
@@ -263,11 +267,14 @@ RELEASES = OrderedDict((release.name, release) for release in (
              ['DeepLab-v3-plus-cityscapes (CoinCheung): download model_final.pth by hand from Baidu pan (extraction '
               'code 3i4g), then: python converters/extract_weights.py model_final.pth']),
     # torchvision's weights (DeepLabV3_ResNet50/101_Weights.COCO_WITH_VOC_LABELS_V1): COCO val2017 images of the
-    # 20 VOC categories; mIoU / pixel accuracy 66.4 / 92.4 and 67.4 / 92.4 (torchvision's model documentation).
+    # 20 VOC categories; mIoU / pixel accuracy 66.4 / 92.4, 67.4 / 92.4 and, for MobileNet-v3-large
+    # (DeepLabV3_MobileNet_V3_Large_Weights), 60.3 / 91.2 (torchvision's model documentation).
     _pytorch('torchvision_deeplabv3_resnet50', _TORCHVISION + 'deeplabv3_resnet50_coco-cd0a2569.pth', 'resnet_50',
              'voc', [_single(8, 66.4, 'coco-val2017', 92.4)], [_TORCHVISION_NOTE]),
     _pytorch('torchvision_deeplabv3_resnet101', _TORCHVISION + 'deeplabv3_resnet101_coco-586e9e4e.pth', 'resnet_101',
              'voc', [_single(8, 67.4, 'coco-val2017', 92.4)], [_TORCHVISION_NOTE]),
+    _pytorch('torchvision_deeplabv3_mobilenet_v3_large', _TORCHVISION + 'deeplabv3_mobilenet_v3_large-fc3c493d.pth',
+             'mobilenet_v3_large', 'voc', [_single(16, 60.3, 'coco-val2017', 91.2)], [_TORCHVISION_NOTE]),
 ))
 
 # The names of the ImageNet checkpoints in the earlier versions of model_zoo.md (and of this module).

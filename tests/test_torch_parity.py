@@ -1,11 +1,13 @@
 """PyTorch DeepLabs, exact to their original PyTorch code (../shared/reference/pytorch), without PyTorch.
 
 For each reference configuration (VoVNet-DeepLabV3 VoVNet-39, DeepLab-v3-plus-cityscapes ResNet-101,
-torchvision deeplabv3_resnet50) the .pth is written by the reference's make_torch_checkpoint.py in the
-original project's layout, converted by `converters/extract_weights.py FILE.pth` as a user would, loaded
-with `mylib.load_model`, and compared with the original's outputs on four photos: the low-resolution
-logits within 1e-3 of max |logit| (the original's own float32-vs-float64 spread: 3e-5 to 3e-4), the
-labels of the upsampled output (through the inference path the scripts use) on >= 99.9 % of the pixels.
+torchvision deeplabv3_resnet50; and, made the same way with the original code, tests/data/pytorch:
+VoVNet-57, VoVNet-DeepLabV3's own ResNet-50 and DenseNet-161, torchvision deeplabv3_mobilenet_v3_large) the .pth is
+written by the reference's make_torch_checkpoint.py in the original project's layout, converted by
+`converters/extract_weights.py FILE.pth` as a user would, loaded with `mylib.load_model`, and compared
+with the original's outputs on four photos: the low-resolution logits within 1e-3 of max |logit| (the
+original's own float32-vs-float64 spread: 5e-6 to 3.6e-4), the labels of the upsampled output (through
+the inference path the scripts use) on >= 99.9 % of the pixels.
 """
 import json
 import runpy
@@ -20,7 +22,7 @@ from converters.tables.torch_backbones import resnet_rows, vovnet_rows
 from converters.torch_mapping import detect_model, skip_reason, table_for, tensor_table, to_gluon_layout
 from mylib.errors import ConversionError
 from mylib.export import onnxruntime_logits, relative_difference
-from mylib.inference import LogitsRunner, average_probabilities, pad_to_crop
+from mylib.inference import LogitsRunner, pad_to_crop, resize
 from mylib.models import ModelSpec, build_network
 from mylib.models.deeplab import DecoderLogits
 from mylib.models.layers import mean_pixel
@@ -28,18 +30,38 @@ from mylib.models.torch_resnet import TORCH_RESNET, unit_plan
 from mylib.models.vovnet import stage_plan
 
 TORCH_REFERENCE = REFERENCE / 'pytorch'
+MORE_REFERENCES = REPO / 'tests' / 'data' / 'pytorch'  # see its README.md: the same recipe, more configurations
 CONFIGS = {  # config: (project, model_variant, evaluation crop: VoVNet-DeepLabV3 pads to 513, the others run as is)
     'vovnet39_voc': ('vovnet_deeplabv3', 'vovnet_39', (513, 513)),
     'coin_r101_city': ('cityscapes_deeplabv3plus', 'resnet_101', None),
     'tv_deeplabv3_resnet50': ('torchvision', 'resnet_50', None),
+    'vovnet57_voc': ('vovnet_deeplabv3', 'vovnet_57', (513, 513)),
+    'vov_resnet50_voc': ('vovnet_deeplabv3', 'resnet_50', (513, 513)),
+    'tv_deeplabv3_mobilenet_v3_large': ('torchvision', 'mobilenet_v3_large', None),
+    'vov_densenet161_voc': ('vovnet_deeplabv3', 'densenet_161', (513, 513)),
 }
 LOGIT_TOLERANCE = 1e-3
 LABEL_AGREEMENT = 0.999
 
 
+def recipe(config):
+    """(manifest path, statistics path) of a reference configuration."""
+    if (MORE_REFERENCES / config).is_dir():
+        return MORE_REFERENCES / config / 'manifest.json', MORE_REFERENCES / config / 'statistics.npz'
+    return TORCH_REFERENCE / ('manifest_%s.json' % config), TORCH_REFERENCE / ('statistics_%s.npz' % config)
+
+
 def manifest(config):
-    with open(TORCH_REFERENCE / ('manifest_%s.json' % config)) as stream:
+    with open(recipe(config)[0]) as stream:
         return json.load(stream)
+
+
+def original_outputs(config, photo):
+    """The original's outputs on a photo (logits, labels), with the photo (`input_uint8`, from the shared ones)."""
+    folder = MORE_REFERENCES / config if (MORE_REFERENCES / config).is_dir() else TORCH_REFERENCE / config
+    outputs = dict(np.load(folder / (photo + '.npz')))
+    outputs['input_uint8'] = np.load(TORCH_REFERENCE / 'vovnet39_voc' / (photo + '.npz'))['input_uint8']
+    return outputs
 
 
 @pytest.fixture(scope='module')
@@ -52,8 +74,7 @@ def torch_params(tmp_path_factory):
     converted = {}
     for config in CONFIGS:
         pth, params = folder / (config + '.pth'), folder / (config + '.params')
-        write(['make_torch_checkpoint.py', str(TORCH_REFERENCE / ('manifest_%s.json' % config)),
-               str(TORCH_REFERENCE / ('statistics_%s.npz' % config)), str(pth)])
+        write(['make_torch_checkpoint.py'] + [str(path) for path in recipe(config)] + [str(pth)])
         assert convert([str(pth), '--output', str(params), '--quiet']) == 0
         pth.unlink()
         converted[config] = (params, mylib.weights.read_metadata(params))
@@ -77,19 +98,19 @@ def test_converted_as_the_original_builds_it(torch_params, config):
 def test_matches_the_original(torch_params, config):
     _, _, crop = CONFIGS[config]
     net = mylib.load_model(str(torch_params[config][0]))
-    low = DecoderLogits(net)
-    low.hybridize(static_alloc=True)
-    runner = LogitsRunner(net)  # the scripts' path: hybridized, fused on oneDNN
+    runner = LogitsRunner(net)  # the scripts' path: hybridized, fused on oneDNN (exact to ~1e-5 of the logits)
     for photo in PHOTOS:
-        original = dict(np.load(TORCH_REFERENCE / config / (photo + '.npz')))
+        original = original_outputs(config, photo)
         image = original['input_uint8']
-        canvas = pad_to_crop(image, crop or image.shape[:2], mean_pixel(net.spec.input_normalization))[None]
-        logits = low(mx.nd.array(canvas)).asnumpy()
+        value = mean_pixel(net.spec.input_normalization)
+        canvas = mx.nd.array(pad_to_crop(image, crop or image.shape[:2], value)[None])
+        logits = runner(canvas)
         expected = original['logits']
         assert logits.shape == expected.shape, photo
         scale = np.abs(expected).max()
-        assert np.abs(logits - expected).max() <= LOGIT_TOLERANCE * scale, photo
-        labels = average_probabilities(runner, mx.nd.array(canvas)).asnumpy()[0].argmax(0)
+        assert np.abs(logits.asnumpy() - expected).max() <= LOGIT_TOLERANCE * scale, photo
+        # the upsampling of average_probabilities at scale 1 (argmax of the softmax = argmax of the logits)
+        labels = resize(logits, canvas.shape[2:], net.spec.align_corners).asnumpy()[0].argmax(0)
         agreement = (labels == original['labels']).mean()
         assert agreement >= LABEL_AGREEMENT, '%s: labels agree on %.4f %%' % (photo, 100 * agreement)
 
@@ -140,6 +161,18 @@ def test_every_tensor_has_one_home(config):
 
 
 @pytest.mark.fast
+def test_torchvision_auxiliary_classifier_is_skipped_by_rule():
+    """A torchvision file saved with aux_loss=True holds aux_classifier.* (training only): skipped, counted."""
+    with open(MORE_REFERENCES / 'tv_deeplabv3_resnet50_aux' / 'manifest.json') as stream:
+        tensors = json.load(stream)['tensors']
+    auxiliary = [entry['name'] for entry in tensors if entry['name'].startswith('aux_classifier.')]
+    assert len(auxiliary) == 8 and all(skip_reason(name) for name in auxiliary)  # FCNHead: 2 convs, a BN
+    shapes = {entry['name']: tuple(entry['shape']) for entry in tensors if not skip_reason(entry['name'])}
+    spec, _, project = detect_model(shapes)
+    assert set(table_for(spec, project)) == set(shapes)
+
+
+@pytest.mark.fast
 def test_regrouping_puts_image_pooling_first():
     """VoVNet-DeepLabV3 and torchvision concatenate [branches..., image pooling]; the official head (ours)
     [image pooling, branches...]: the projection's input channels are regrouped, not the network changed."""
@@ -163,20 +196,23 @@ def test_dilation_rules_of_the_originals():
 
 @pytest.mark.fast
 def test_sizes_follow_the_originals():
-    """VoVNet pools rounding up (513 -> 32 at OS16), torchvision's ResNet rounds down (513 -> 65 at OS8)."""
+    """VoVNet pools rounding up (129 -> 8 at OS16, where rounding down gives 7; the reference's 513 -> 32),
+    torchvision's ResNet rounds down (129 -> 17 at OS8)."""
     vovnet = build_network(ModelSpec('vovnet_39', 3, atrous_rates=(6, 12, 18), aspp_with_separable_conv=False))
     resnet = build_network(ModelSpec('resnet_50', 3, output_stride=8, atrous_rates=(12, 24, 36),
                                      aspp_with_separable_conv=False, head_output_conv=True, align_corners=False))
-    for net, size in ((vovnet, 32), (resnet, 65)):
+    for net, size in ((vovnet, 8), (resnet, 17)):
         net.initialize()
-        logits = DecoderLogits(net)(mx.nd.zeros((1, 3, 513, 513))).asnumpy()  # computed here, not left queued
+        logits = DecoderLogits(net)(mx.nd.zeros((1, 3, 129, 129))).asnumpy()  # computed here, not left queued
         assert logits.shape == (1, 3, size, size)
 
 
 @pytest.mark.fast
 @pytest.mark.parametrize('shapes, needle', [
-    ({'features.denseblock1.denselayer1.conv1.weight': (128, 64, 1, 1), 'aspp.aspp1.weight': (256, 1, 1, 1)},
-     'DenseNet'),
+    ({'backbone.conv1.weight': (64, 3, 7, 7), 'backbone.layer1.0.conv1.weight': (64, 64, 1, 1),
+      'classifier.0.weight': (512, 2048, 3, 3)}, 'FCN'),
+    ({'features.conv0.weight': (96, 3, 7, 7), 'features.denseblock1.denselayer1.conv2.weight': (40, 192, 3, 3),
+      'aspp.aspp1.weight': (256, 2208, 1, 1), 'aspp.conv3.weight': (21, 256, 1, 1)}, 'unknown depth'),
     ({'backbone.0.0.weight': (16, 3, 3, 3), 'classifier.cbr.0.weight': (128, 960, 1, 1)}, 'LR-ASPP'),
     ({'conv1.weight': (64, 3, 7, 7), 'fc.weight': (1000, 2048)}, 'ImageNet ResNet classifier'),
     ({'encoder.weight': (3, 3)}, 'not a PyTorch DeepLab of a known project'),

@@ -146,7 +146,7 @@ def files_in(folder):
 
 
 # --- the release facts ------------------------------------------------------------------------------
-PYTORCH_FAMILIES = ('vovnet', 'torch_resnet')
+PYTORCH_FAMILIES = ('vovnet', 'torch_resnet', 'torch_mobilenet', 'densenet')
 
 
 @pytest.mark.fast
@@ -156,9 +156,11 @@ def test_pytorch_releases_point_to_their_original_hosts(tmp_path):
             for name, release in releases.items()} == {
         'vovnet39_voc': ('vovnet_39', 'voc', 21), 'vovnet57_voc': ('vovnet_57', 'voc', 21),
         'resnet50_vovnet_voc': ('resnet_50', 'voc', 21), 'resnet101_vovnet_voc': ('resnet_101', 'voc', 21),
+        'densenet161_vovnet_voc': ('densenet_161', 'voc', 21), 'densenet201_vovnet_voc': ('densenet_201', 'voc', 21),
         'resnet101_cityscapes_deeplabv3plus': ('resnet_101', 'cityscapes', 19),
         'torchvision_deeplabv3_resnet50': ('resnet_50', 'voc', 21),
-        'torchvision_deeplabv3_resnet101': ('resnet_101', 'voc', 21)}
+        'torchvision_deeplabv3_resnet101': ('resnet_101', 'voc', 21),
+        'torchvision_deeplabv3_mobilenet_v3_large': ('mobilenet_v3_large', 'voc', 21)}
     assert zoo.archive_name(releases['vovnet39_voc']) == 'deeplab_vovnet39_pascal_v3_bn_lr7e-3_epoch50.pth'
     assert [(r.miou, r.output_stride) for r in releases['vovnet57_voc'].results] == [(77.4, 16)]
     # a link that opens a page for a person (Baidu pan, with an extraction code) is not fetched: the zoo says how

@@ -8,6 +8,7 @@ conv bias, input regrouping), Gluon blocks relative to the backbone.
 import re
 from collections import namedtuple
 
+from mylib.models.densenet import DENSENET
 from mylib.models.torch_mobilenet import plan_layers as mobilenet_plan
 from mylib.models.torch_resnet import TORCH_RESNET, unit_plan
 from mylib.models.vovnet import LAYERS_PER_MODULE, STEM, VOVNET
@@ -92,3 +93,33 @@ def mobilenet_rows(variant, prefix='backbone.'):
             else:
                 rows.append(row(sub + '.0', sub + '.1', '%s.%s' % (block, part)))
     return rows
+
+
+def densenet_rows(depth):
+    """VoVNet-DeepLabV3's DenseNet (torchvision's names under `features.`: conv0, norm0,
+    denseblock<b>.denselayer<l>.{norm1, conv1, norm2, conv2}, transition<t>.{norm, conv}, norm5): its
+    pre-activation layers are BN-only and conv-only rows."""
+    rows = [row('features.conv0', None, 'conv0'), row(None, 'features.norm0', 'norm0')]
+    for block, layers in enumerate(DENSENET[depth].blocks, 1):
+        if block > 1:
+            scope = 'features.transition%d' % (block - 1)
+            rows += [row(None, scope + '.norm', 'transition%d.norm' % (block - 1)),
+                     row(scope + '.conv', None, 'transition%d.conv' % (block - 1))]
+        for index in range(1, layers + 1):
+            scope, name = 'features.denseblock%d.denselayer%d' % (block, index), 'block%d_layer%d' % (block, index)
+            rows += [row(None, '%s.norm%d' % (scope, part), '%s.norm%d' % (name, part)) if kind == 'norm' else
+                     row('%s.conv%d' % (scope, part), None, '%s.conv%d' % (name, part))
+                     for part in (1, 2) for kind in ('norm', 'conv')]
+    return rows + [row(None, 'features.norm5', 'norm5')]
+
+
+def densenet_depth(shapes):
+    """161 or 201 from a DenseNet state dict (its growth: conv2's 48 or 32 filters, and denseblock3's
+    layers); None without `features.conv0.weight`."""
+    if 'features.conv0.weight' not in shapes:
+        return None
+    growth = shapes.get('features.denseblock1.denselayer1.conv2.weight', (None,))[0]
+    layers = {match.group(1) for match in map(re.compile(r'features\.denseblock3\.denselayer(\d+)\.').match,
+                                              shapes) if match}
+    return next((depth for depth, config in DENSENET.items()
+                 if config.growth == growth and config.blocks[2] == len(layers)), 'unknown')

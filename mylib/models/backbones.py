@@ -12,7 +12,8 @@ for the PyTorch ones) unless `bn_momentum` sets one for every layer; `norm_layer
 """
 import functools
 
-from . import mobilenet, resnet, torch_mobilenet, torch_resnet, vovnet
+from . import densenet, mobilenet, resnet, torch_mobilenet, torch_resnet, vovnet
+from .densenet import DenseNet
 from .layers import BN_MOMENTUM, batch_norm
 from .mobilenet import MobileNetBackbone, MobileNetV2Classifier
 from .resnet import ResNetV1Beta, ResNetV1BetaClassifier
@@ -24,7 +25,7 @@ from .xception import XceptionBackbone, XceptionClassifier
 BACKBONE_BN_DECAY = {  # the official decay of each backbone's arg scope, where each backbone states it
     'xception': BN_MOMENTUM, 'resnet': resnet.BN_MOMENTUM, 'mobilenet': mobilenet.BN_DECAY,
     'vovnet': vovnet.BN_MOMENTUM, 'torch_resnet': torch_resnet.BN_MOMENTUM,
-    'torch_mobilenet': torch_mobilenet.BN_MOMENTUM,
+    'torch_mobilenet': torch_mobilenet.BN_MOMENTUM, 'densenet': densenet.BN_MOMENTUM,
 }
 
 
@@ -59,8 +60,12 @@ def _torch_mobilenet(spec, taps, norm_layer):
     return TorchMobileNetV3(spec.model_variant, spec.output_stride, taps, norm_layer=norm_layer)
 
 
+def _densenet(spec, taps, norm_layer):
+    return DenseNet(densenet.VARIANTS[spec.model_variant], spec.output_stride, taps, norm_layer=norm_layer)
+
+
 BUILDERS = {'xception': _xception, 'resnet': _resnet, 'mobilenet': _mobilenet, 'vovnet': _vovnet,
-            'torch_resnet': _torch_resnet, 'torch_mobilenet': _torch_mobilenet}
+            'torch_resnet': _torch_resnet, 'torch_mobilenet': _torch_mobilenet, 'densenet': _densenet}
 
 
 def build_backbone(spec, taps=(), norm_layer=batch_norm, bn_momentum=None):

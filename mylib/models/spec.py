@@ -25,10 +25,11 @@ FAMILIES = {
     # v1.5 bottleneck, 7x7 stem), which VoVNet-DeepLabV3, DeepLab-v3-plus-cityscapes and torchvision share
     'vovnet_39': 'vovnet', 'vovnet_57': 'vovnet', 'resnet_50': 'torch_resnet', 'resnet_101': 'torch_resnet',
     'mobilenet_v3_large': 'torch_mobilenet',  # torchvision's, not the official mobilenet_v3_large_seg
+    'densenet_161': 'densenet', 'densenet_201': 'densenet',  # VoVNet-DeepLabV3's
 }
 # The families whose originals take RGB / 255 minus the ImageNet mean, over the ImageNet std (torchvision's
 # Normalize); the official TF families take RGB scaled to [-1, 1]. `layers.normalize_pixels` folds either in.
-IMAGENET_NORMALIZED = ('vovnet', 'torch_resnet', 'torch_mobilenet')
+IMAGENET_NORMALIZED = ('vovnet', 'torch_resnet', 'torch_mobilenet', 'densenet')
 
 # The official dense prediction cell of the Xception-71 Cityscapes releases
 # (core/dense_prediction_cell_branch5_top1_cityscapes.json): five separable 3x3 branches, each on the

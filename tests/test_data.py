@@ -500,6 +500,21 @@ def test_padding_and_flip_keep_image_and_label_together():
 
 
 @pytest.mark.fast
+def test_padding_takes_the_colour_the_network_normalises_to_zero():
+    """For the PyTorch DeepLabs (ImageNet normalisation) the padding is the ImageNet mean colour, per channel."""
+    import mxnet as mx
+
+    from mylib.models.layers import mean_pixel, normalize_pixels
+    image, label = np.full((10, 10, 3), 200, np.uint8), np.zeros((10, 10), np.uint8)
+    aug = TrainAugmentation(crop_size=(16, 16), min_scale=1.0, max_scale=1.0, flip=False,
+                            pad_value=mean_pixel('imagenet'))
+    out_image, _ = aug(image, label, np.random.default_rng(0))
+    assert np.allclose(out_image[:, 12, 12], [123.675, 116.28, 103.53]) and (out_image[:, :10, :10] == 200).all()
+    normalised = normalize_pixels(mx.nd, mx.nd.array(out_image[None]), 'imagenet').asnumpy()
+    assert np.abs(normalised[0, :, 12, 12]).max() < 1e-6
+
+
+@pytest.mark.fast
 def test_labels_are_nearest_neighbour_copies():
     """Labels holding their row (or column) index: every output pixel copies the input pixel nearest to it."""
     height, width = 37, 53

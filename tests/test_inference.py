@@ -43,6 +43,14 @@ def test_branch_sizes_of_the_official_scales():
     assert [sizes[s][1][0] for s in sorted(sizes)] == [129, 129, 129, 161, 193, 225]
 
 
+@pytest.mark.fast
+def test_branch_sizes_of_the_pytorch_originals():
+    """DeepLab-v3-plus-cityscapes' evaluate.py: the input at [int(H * s), int(W * s)], its output resized
+    straight back (no intermediate logits size)."""
+    assert branch_sizes((1024, 2048), 0.75, official=False) == ((768, 1536), None)
+    assert branch_sizes((300, 451), 1.75, official=False) == ((525, 789), None)
+
+
 @pytest.fixture(scope='module')
 def small_model():
     """Random weights, with logits damped so that softmax does not saturate to exact 0 and 1."""

@@ -15,7 +15,17 @@ import runpy
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import ONE_THREAD, PHOTOS, REFERENCE, REPO, run_script
+from helpers import (
+    ONE_THREAD,
+    PHOTOS,
+    REFERENCE,
+    REPO,
+    read_metrics,
+    run_script,
+    synthetic_shapes,
+    train_args,
+    write_segmentation_folder,
+)
 
 import mylib
 from converters.tables.torch_backbones import resnet_rows, vovnet_rows
@@ -139,6 +149,24 @@ def test_predict_runs_each_photo_as_the_original(torch_params, tmp_path):
                '--out', tmp_path / 'out', env=ONE_THREAD)
     labels = np.asarray(Image.open(tmp_path / 'out' / 'chelsea.png'))
     assert (labels == original['labels']).mean() >= LABEL_AGREEMENT
+
+
+def test_training_starts_from_a_converted_pytorch_deeplab(torch_params, tmp_path):
+    """train.py --init with converted torchvision weights: its network, the logits of the new class count
+    initialised afresh, the rest loaded; crops padded with the colour its normalisation makes 0."""
+    items = synthetic_shapes(6, 72, seed=2)
+    names = sorted(items)
+    write_segmentation_folder(tmp_path / 'data', {name: items[name] for name in names[:4]}, 'train')
+    write_segmentation_folder(tmp_path / 'data', {name: items[name] for name in names[4:]}, 'val')
+    params = torch_params['tv_deeplabv3_mobilenet_v3_large'][0]
+    result = run_script('train.py', *train_args(tmp_path / 'data', tmp_path / 'run', '--init', params, iterations=2),
+                        env=ONE_THREAD)
+    assert 'DeepLab v3 (mobilenet_v3_large, OS16), 21 classes' in result.stdout
+    assert 'logits.bias, logits.weight not loaded' in result.stdout
+    assert len(read_metrics(tmp_path / 'run')) >= 2
+    trained = mylib.load_model(str(tmp_path / 'run' / 'final.params'))
+    assert (trained.spec.model_variant, trained.num_classes, trained.spec.align_corners) == (
+        'mobilenet_v3_large', 3, False)
 
 
 # --- fast: tables, detection, plans ----------------------------------------------------------------

@@ -139,13 +139,16 @@ class TrainAugmentation:
     """The official DeepLab training augmentation of one (image, label) pair (see the module docstring).
 
     crop_size: (height, width) of the output (an int for a square). Scales: official flags for VOC,
-    Cityscapes and ADE20K are min 0.5, max 2.0, step 0.25. `flip`: random left-right flips.
+    Cityscapes and ADE20K are min 0.5, max 2.0, step 0.25. `flip`: random left-right flips. pad_value:
+    the colour of the padding, the official mean pixel 127.5, or per channel the colour the network's
+    normalisation makes 0 (`layers.mean_pixel`: the ImageNet mean of the PyTorch DeepLabs).
 
     Call with (image H x W x 3 uint8 RGB, label H x W uint8 with 255 = ignore, numpy Generator);
     returns (image 3 x h x w float32 with pixel values 0-255, label h x w float32 with 255 = ignore).
     """
 
-    def __init__(self, crop_size=DEFAULT_CROP, min_scale=0.5, max_scale=2.0, scale_step=0.25, flip=True):
+    def __init__(self, crop_size=DEFAULT_CROP, min_scale=0.5, max_scale=2.0, scale_step=0.25, flip=True,
+                 pad_value=MEAN_PIXEL):
         crop = (crop_size, crop_size) if np.isscalar(crop_size) else tuple(crop_size)
         if len(crop) != 2 or min(crop) < 1:
             raise ValueError('crop_size must be (height, width) of positive ints, got %r' % (crop_size,))
@@ -153,6 +156,7 @@ class TrainAugmentation:
         self.min_scale, self.max_scale = float(min_scale), float(max_scale)
         self.scales = scale_choices(self.min_scale, self.max_scale, scale_step)
         self.flip = bool(flip)
+        self.pad_value = np.asarray(pad_value, np.float32).reshape(-1, 1, 1)
 
     def __repr__(self):
         return 'TrainAugmentation(crop_size=%r, scales=%s, flip=%s)' % (
@@ -184,7 +188,8 @@ class TrainAugmentation:
         target = (slice(0, inside[0]), slice(0, inside[1]))
         if flipped:
             cols, target = cols[::-1], (target[0], slice(width - inside[1], width))
-        out_image = np.full((3, height, width), MEAN_PIXEL, np.float32)
+        out_image = np.empty((3, height, width), np.float32)
+        out_image[:] = self.pad_value
         out_label = np.full((height, width), IGNORE_LABEL, np.float32)
         resize_bilinear(image, scaled, rows, cols, out=out_image[(slice(None),) + target])
         out_label[target] = resize_nearest(label, scaled, rows, cols)

@@ -30,8 +30,8 @@ from ..errors import OptionError, StopRequested, TrainingError
 from ..evaluation import evaluate
 from ..metrics import number_or_none
 from ..models import DeepLab
-from ..models.layers import batch_norm
-from ..weights import fitting_crop, momentum_path
+from ..models.layers import batch_norm, mean_pixel
+from ..weights import fitting_crop, momentum_path, spec_of
 from .batch_norm import AccurateBatchNorm, MovingVarianceCorrection
 from .curves import plot_curves
 from .initialization import initial_momentum, initialize_for_training, training_spec
@@ -139,9 +139,11 @@ def build_data(options, cluster):
                                     cluster.num_workers)
     except ValueError as error:
         raise TrainingError('%s %s: %s' % (options.dataset, train_split, error)) from None
+    # padding in the colour that the network's normalisation makes 0, as its original training pads
+    normalization = spec_of(options.init).input_normalization if options.init else 'unit_range'
     try:
         augmentation = TrainAugmentation(options.crop_size, options.min_scale, options.max_scale, options.scale_step,
-                                         flip=not options.no_flip)
+                                         flip=not options.no_flip, pad_value=mean_pixel(normalization))
     except ValueError as error:
         raise OptionError('--min-scale %g --max-scale %g --scale-step %g: %s' % (
             options.min_scale, options.max_scale, options.scale_step, error)) from None

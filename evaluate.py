@@ -38,7 +38,7 @@ def build_parser():
     protocol.add_argument('--flip', action='store_true', help='add left-right flipped inputs')
     protocol.add_argument('--crop-size', type=size_type,
                           help="HxW the images are padded to (default: the dataset's official crop; torchvision and "
-                               "DeepLab-v3-plus-cityscapes networks: each image at its own size, as their originals)")
+                               "DeepLab-v3-plus-cityscapes networks: each image unpadded at its own size)")
     data = parser.add_argument_group('data')
     data.add_argument('--dataset', default=None, choices=tuple(DATASETS) + ('folder',),
                       help="default: voc, or the release's dataset with --model")
@@ -98,14 +98,16 @@ def main(argv=None):
         crop_size = OWN_SIZE
     else:
         crop_size = fitting_crop(net, args.crop_size or spec.eval_crop, args.crop_size is not None)
+    own_size = tuple(crop_size) == OWN_SIZE
     settings = {'weights': os.path.abspath(weights), 'model': args.model, 'output_stride': args.output_stride,
                 'model_spec': net.spec.to_json(), 'scales': list(args.scales), 'flip': args.flip,
-                'crop_size': list(crop_size), 'dataset': args.dataset, 'split': args.split,
+                'crop_size': 'own size' if own_size else list(crop_size), 'dataset': args.dataset, 'split': args.split,
                 'data_root': dataset.root, 'devices': [str(ctx) for ctx in ctxs], 'batch_size': args.batch_size}
-    print('evaluating %s on %s %s (%d images): OS%d, scales %s%s, crop %dx%d, %s'
+    print('evaluating %s on %s %s (%d images): OS%d, scales %s%s, %s, %s'
           % (weights, args.dataset, args.split, len(dataset) if args.limit is None else min(args.limit, len(dataset)),
              args.output_stride, ','.join('%g' % s for s in args.scales), ', flip' if args.flip else '',
-             crop_size[0], crop_size[1], ', '.join(settings['devices'])))
+             'each image at its own size' if own_size else 'crop %dx%d' % tuple(crop_size),
+             ', '.join(settings['devices'])))
     results = evaluate(net, dataset, ctxs, args.scales, args.flip, crop_size, args.batch_size,
                        progress=not args.quiet, limit=args.limit)
     print(iou_table(results, names))

@@ -45,8 +45,8 @@ def build_parser():
     protocol.add_argument('--crop-size', type=size_type,
                           help='HxW the photo is padded to; a larger photo is shrunk to fit its long side '
                                '(default %dx%d, as the official demo; 769x769 for MobileNet-v3, whose image pooling '
-                               'window is fixed; torchvision and DeepLab-v3-plus-cityscapes networks: each photo at '
-                               'its own size, as their originals)' % DEFAULT_CROP)
+                               'window is fixed; torchvision and DeepLab-v3-plus-cityscapes networks: each photo '
+                               'unpadded at its own size, shrunk only beyond 2048 pixels)' % DEFAULT_CROP)
     output = parser.add_argument_group('output')
     output.add_argument('--out', default='predictions', metavar='DIR', help='output folder (default predictions/)')
     output.add_argument('--overlay', action='store_true', help='also write the photo blended with its labels')
@@ -97,8 +97,8 @@ def segment(net, runner, image, args):
     from PIL import Image
 
     from mylib.images import fit_within
-    from mylib.inference import OWN_SIZE, predict
-    fitted = image if tuple(args.crop_size) == OWN_SIZE else fit_within(image, min(args.crop_size))
+    from mylib.inference import OWN_SIZE, OWN_SIZE_LIMIT, predict
+    fitted = fit_within(image, OWN_SIZE_LIMIT if tuple(args.crop_size) == OWN_SIZE else min(args.crop_size))
     labels, _ = predict(net, fitted, args.scales, args.flip, args.crop_size, runner=runner)
     if fitted.shape != image.shape:
         resized = Image.fromarray(labels.astype(np.uint8)).resize(image.shape[1::-1], Image.NEAREST)

@@ -19,7 +19,7 @@ def default_output(source):
     """`<name>.params` in the current folder, named after the archive, folder or checkpoint."""
     path = os.path.normpath(os.path.abspath(source))
     name = os.path.basename(path)
-    for extension in ('.tar.gz', '.tgz', '.tar', '.h5', '.index', '.pth.tar', '.pth', '.pt'):
+    for extension in ('.tar.gz', '.pth.tar', '.tgz', '.tar', '.h5', '.index', '.pth', '.pt'):
         if name.endswith(extension):
             name = name[:-len(extension)]
             break

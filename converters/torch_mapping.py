@@ -197,9 +197,6 @@ def detect_model(shapes):
             reason or 'not a PyTorch DeepLab of a known project (%s)' % ', '.join(PROJECT_NAMES.values()),
             ', '.join(roots[:8]) + (', ...' if len(roots) > 8 else '')))
     project, (fields, notes) = found[0]
-    if 'unknown' in str(fields['model_variant']):  # a backbone of the project's family at another depth
-        raise ConversionError('%s state dict with a backbone of unknown depth (%s)'
-                              % (PROJECT_NAMES[project], fields['model_variant']))
     try:
         return ModelSpec(**fields), notes, project
     except ValueError as error:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .data.specs import DEFAULT_CROP, IGNORE_LABEL
 from .errors import DatasetError
-from .inference import LogitsRunner, average_probabilities, pad_to_crop
+from .inference import OWN_SIZE, LogitsRunner, average_probabilities, pad_to_crop
 from .metrics import ConfusionMatrix
 from .models.layers import mean_pixel
 
@@ -24,7 +24,11 @@ def canvas_size(images, crop_size):
 
 
 def predict_batch(runner, images, ctxs, scales=(1.0,), flip=False, crop_size=DEFAULT_CROP):
-    """Labels (list of H x W int arrays) for a list of H x W x 3 uint8 images, split over `ctxs`."""
+    """Labels (list of H x W int arrays) for a list of H x W x 3 uint8 images, split over `ctxs`.
+    With crop OWN_SIZE each image runs alone at its size (never padded to a bigger one of its batch)."""
+    if tuple(crop_size) == OWN_SIZE and len({image.shape[:2] for image in images}) > 1:
+        return [label for image in images
+                for label in predict_batch(runner, [image], ctxs, scales, flip, crop_size)]
     size = canvas_size(images, crop_size)
     value = mean_pixel(runner.view.net.spec.input_normalization)
     canvases = np.stack([pad_to_crop(image, size, value) for image in images])

@@ -79,6 +79,7 @@ class LogitsRunner:
 
 
 OWN_SIZE = (1, 1)  # a crop that no image is smaller than: each image runs at its own size, unpadded
+OWN_SIZE_LIMIT = 2048  # predict.py at OWN_SIZE shrinks a photo whose long side is larger (Cityscapes: 2048)
 
 
 def pad_to_crop(image, crop_size=DEFAULT_CROP, value=MEAN_PIXEL):
@@ -97,9 +98,11 @@ def pad_to_crop(image, crop_size=DEFAULT_CROP, value=MEAN_PIXEL):
 def branch_sizes(canvas_size, scale, logits_stride=4, official=True):
     """(network input size, intermediate logits size) of one scale, as the official evaluation; with
     official=False as the PyTorch originals (DeepLab-v3-plus-cityscapes' evaluate.py): the input at
-    int(size * scale), its logits resized straight to the canvas (intermediate size None)."""
+    int(size * scale), its logits resized to that input's size (the network's own final upsampling), then
+    to the canvas."""
     if not official:
-        return tuple(int(side * scale) for side in canvas_size), None
+        scaled = tuple(int(side * scale) for side in canvas_size)
+        return scaled, scaled
     scaled = tuple(scale_dimension(side, scale) for side in canvas_size)
     logits = tuple(scale_dimension(side, max(1.0, scale) / logits_stride) for side in canvas_size)
     return scaled, logits
@@ -121,9 +124,7 @@ def average_probabilities(runner, canvases, scales=(1.0,), flip=False):
         scaled = resize(canvases, scaled_size, corners) if scale != 1.0 else canvases
         for flipped in ((False, True) if flip else (False,)):
             inputs = mx.nd.flip(scaled, axis=3) if flipped else scaled
-            logits = runner(inputs)
-            if logits_size is not None:
-                logits = resize(logits, logits_size)
+            logits = resize(runner(inputs), logits_size, corners if not official else True)
             if flipped:
                 logits = mx.nd.flip(logits, axis=3)
             probabilities = mx.nd.softmax(resize(logits, canvas_size, corners), axis=1)

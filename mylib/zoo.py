@@ -363,7 +363,7 @@ def format_release_list(root=None, default=DEFAULT_MODEL):
             lines.append('%s:' % title)
         for release in group:
             results = '; '.join(map(format_result, release.results)) or 'no published mIoU'
-            lines.append('  %-*s  %-12s  %-*s  %4s classes  %s%s' % (
+            lines.append('  %-*s  %-15s  %-*s  %4s classes  %s%s' % (
                 name_width, release.name, release.family, variant_width, release.variant,
                 release.num_classes or '?', results, '  (default)' if release.name == default else ''))
     lines.append('not supported: %s' % ', '.join(sorted(NOT_SUPPORTED)))

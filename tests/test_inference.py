@@ -45,10 +45,10 @@ def test_branch_sizes_of_the_official_scales():
 
 @pytest.mark.fast
 def test_branch_sizes_of_the_pytorch_originals():
-    """DeepLab-v3-plus-cityscapes' evaluate.py: the input at [int(H * s), int(W * s)], its output resized
-    straight back (no intermediate logits size)."""
-    assert branch_sizes((1024, 2048), 0.75, official=False) == ((768, 1536), None)
-    assert branch_sizes((300, 451), 1.75, official=False) == ((525, 789), None)
+    """DeepLab-v3-plus-cityscapes' evaluate.py: the input at [int(H * s), int(W * s)]; the network's output
+    at that size (its own final upsampling), then resized back."""
+    assert branch_sizes((1024, 2048), 0.75, official=False) == ((768, 1536), (768, 1536))
+    assert branch_sizes((300, 451), 1.75, official=False) == ((525, 789), (525, 789))
 
 
 @pytest.fixture(scope='module')

@@ -167,6 +167,7 @@ def test_training_starts_from_a_converted_pytorch_deeplab(torch_params, tmp_path
     trained = mylib.load_model(str(tmp_path / 'run' / 'final.params'))
     assert (trained.spec.model_variant, trained.num_classes, trained.spec.align_corners) == (
         'mobilenet_v3_large', 3, False)
+    assert mylib.weights.runs_unpadded(tmp_path / 'run' / 'final.params')  # torchvision's protocol, kept
 
 
 # --- fast: tables, detection, plans ----------------------------------------------------------------
@@ -240,7 +241,7 @@ def test_sizes_follow_the_originals():
     ({'backbone.conv1.weight': (64, 3, 7, 7), 'backbone.layer1.0.conv1.weight': (64, 64, 1, 1),
       'classifier.0.weight': (512, 2048, 3, 3)}, 'FCN'),
     ({'features.conv0.weight': (96, 3, 7, 7), 'features.denseblock1.denselayer1.conv2.weight': (40, 192, 3, 3),
-      'aspp.aspp1.weight': (256, 2208, 1, 1), 'aspp.conv3.weight': (21, 256, 1, 1)}, 'unknown depth'),
+      'aspp.aspp1.weight': (256, 2208, 1, 1), 'aspp.conv3.weight': (21, 256, 1, 1)}, 'not one of the depths'),
     ({'backbone.0.0.weight': (16, 3, 3, 3), 'classifier.cbr.0.weight': (128, 960, 1, 1)}, 'LR-ASPP'),
     ({'conv1.weight': (64, 3, 7, 7), 'fc.weight': (1000, 2048)}, 'ImageNet ResNet classifier'),
     ({'encoder.weight': (3, 3)}, 'not a PyTorch DeepLab of a known project'),

@@ -8,6 +8,7 @@ conv bias, input regrouping), Gluon blocks relative to the backbone.
 import re
 from collections import namedtuple
 
+from mylib.errors import ConversionError
 from mylib.models.densenet import DENSENET
 from mylib.models.torch_mobilenet import plan_layers as mobilenet_plan
 from mylib.models.torch_resnet import TORCH_RESNET, unit_plan
@@ -48,7 +49,16 @@ def vovnet_depth(shapes):
     if 'stem.stem_1/conv.weight' not in shapes:
         return None
     modules = {match.group(1) for match in map(re.compile(r'stage4\.OSA4_(\d+)\.').match, shapes) if match}
-    return next((depth for depth, stages in VOVNET.items() if stages[2].modules == len(modules)), 'unknown')
+    return _known_depth(VOVNET, lambda stages: stages[2].modules == len(modules),
+                        'VoVNet with %d stage-4 modules' % len(modules))
+
+
+def _known_depth(table, matches, found):
+    """The depth of `table` whose config `matches`; ConversionError naming what was `found` if none does."""
+    depth = next((depth for depth, config in table.items() if matches(config)), None)
+    if depth is None:
+        raise ConversionError('%s: not one of the depths built (%s)' % (found, ', '.join(map(str, sorted(table)))))
+    return depth
 
 
 def resnet_rows(depth, prefix=''):
@@ -71,7 +81,8 @@ def resnet_depth(shapes, prefix=''):
         return None
     blocks = {match.group(1) for match in map(re.compile(re.escape(prefix) + r'layer3\.(\d+)\.').match, shapes)
               if match}
-    return next((depth for depth, layers in TORCH_RESNET.items() if layers[2].blocks == len(blocks)), 'unknown')
+    return _known_depth(TORCH_RESNET, lambda layers: layers[2].blocks == len(blocks),
+                        'ResNet with %d layer3 blocks' % len(blocks))
 
 
 def mobilenet_rows(variant, prefix='backbone.'):
@@ -121,5 +132,5 @@ def densenet_depth(shapes):
     growth = shapes.get('features.denseblock1.denselayer1.conv2.weight', (None,))[0]
     layers = {match.group(1) for match in map(re.compile(r'features\.denseblock3\.denselayer(\d+)\.').match,
                                               shapes) if match}
-    return next((depth for depth, config in DENSENET.items()
-                 if config.growth == growth and config.blocks[2] == len(layers)), 'unknown')
+    return _known_depth(DENSENET, lambda config: config.growth == growth and config.blocks[2] == len(layers),
+                        'DenseNet with growth %s and %d denseblock3 layers' % (growth, len(layers)))

@@ -101,8 +101,10 @@ class DeepLab(nn.HybridBlock):
     def minimum_input(self):
         """The smallest (height, width) the network takes: the image-pooling crop of a fixed pooling window
         (MobileNet-v3 releases: 769 x 769; the official graph's window is that crop at the output stride),
-        else (1, 1)."""
-        return tuple(self.spec.image_pooling_crop_size or (1, 1)) if self.aspp is not None else (1, 1)
+        else the backbone's own minimum (VoVNet's and DenseNet's pools need a few pixels), or (1, 1)."""
+        crop = tuple(self.spec.image_pooling_crop_size or (1, 1)) if self.aspp is not None else (1, 1)
+        own = getattr(self.backbone, 'minimum_input', (1, 1))
+        return max(crop[0], own[0]), max(crop[1], own[1])
 
     @property
     def logits_stride(self):

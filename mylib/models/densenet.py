@@ -12,7 +12,7 @@ from collections import namedtuple
 
 from mxnet.gluon import nn
 
-from .layers import batch_norm, normalization
+from .layers import batch_norm, normalization, pooled_stage_plan, smallest_side
 
 DenseNetConfig = namedtuple('DenseNetConfig', ['growth', 'blocks', 'stem_channels'])
 DENSENET = {  # original densenet161 / densenet201: growth_rate, block_config, num_init_features
@@ -30,17 +30,7 @@ def block_plan(output_stride=16):
     """[(pooled before, rate)] of the four dense blocks: block 1 at the stem's stride 4; each later one after
     a transition that pools by 2 while that stays within `output_stride`, else at twice the rate (the
     original at OS16: the last transition without pooling, the last block at rate 2)."""
-    if output_stride not in (8, 16, 32):
-        raise ValueError('DenseNet output stride %r: use 8, 16 or 32' % (output_stride,))
-    plan, stride, rate = [(False, 1)], STEM_STRIDE, 1
-    for _ in range(3):
-        if stride * 2 <= output_stride:
-            stride *= 2
-            plan.append((True, rate))
-        else:
-            rate *= 2
-            plan.append((False, rate))
-    return plan
+    return pooled_stage_plan(output_stride, stages=3, stem_stride=STEM_STRIDE)
 
 
 def _conv(in_channels, channels, kernel_size=1, rate=1, stride=1):
@@ -94,12 +84,13 @@ class DenseNet(nn.HybridBlock):
         if taps:
             raise ValueError('DenseNet is built without decoder taps (VoVNet-DeepLabV3 has no decoder)')
         config = DENSENET[depth]
+        self.plan = block_plan(output_stride)
         self.stages, self.tap_channels = [], {}
         with self.name_scope():
             self.conv0 = _conv(3, config.stem_channels, 7, stride=2)
             self.norm0 = normalization(config.stem_channels, norm_layer, BN_EPSILON)
             channels = config.stem_channels
-            for block, (layers, (pool, rate)) in enumerate(zip(config.blocks, block_plan(output_stride)), 1):
+            for block, (layers, (pool, rate)) in enumerate(zip(config.blocks, self.plan), 1):
                 stage = []
                 if block > 1:
                     transition = Transition(channels, pool, norm_layer=norm_layer)
@@ -114,6 +105,21 @@ class DenseNet(nn.HybridBlock):
                 self.stages.append(stage)
             self.norm5 = normalization(channels, norm_layer, BN_EPSILON)
         self.channels = channels
+
+    @property
+    def minimum_input(self):
+        """The smallest (height, width) whose every pooling transition still holds a 2 x 2 window."""
+        def fits(side):
+            side = (side - 1) // 2 + 1  # conv0: 7x7, stride 2, padding 3
+            side = (side - 1) // 2 + 1  # pool0: 3x3, stride 2, padding 1
+            for pooled, _ in self.plan[1:]:
+                if pooled:
+                    if side < 2:
+                        return False
+                    side //= 2
+            return True
+        side = smallest_side(fits)
+        return side, side
 
     def hybrid_forward(self, F, x):
         x = F.relu(self.norm0(self.conv0(x)))

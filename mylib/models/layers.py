@@ -100,6 +100,28 @@ class ConvBN(nn.HybridBlock):
         return activation(F, self.bn(self.conv(x)), self.relu_slope) if self.relu else self.bn(self.conv(x))
 
 
+def pooled_stage_plan(output_stride, stages=3, stem_stride=4):
+    """[(pooled, rate)] of a backbone whose first stage runs at `stem_stride` and whose `stages` later
+    stages each start by pooling by 2 (VoVNet, DenseNet): a stage pools while the stride stays within
+    `output_stride`, else it runs at twice the previous rate instead."""
+    if output_stride not in (8, 16, 32):
+        raise ValueError('output stride %r: use 8, 16 or 32' % (output_stride,))
+    plan, stride, rate = [(False, 1)], stem_stride, 1
+    for _ in range(stages):
+        if stride * 2 <= output_stride:
+            stride *= 2
+            plan.append((True, rate))
+        else:
+            rate *= 2
+            plan.append((False, rate))
+    return plan
+
+
+def smallest_side(fits, limit=4096):
+    """The smallest input side for which `fits(side)` (the sizes through a backbone's pools stay valid)."""
+    return next(side for side in range(1, limit) if fits(side))
+
+
 def activation(F, x, relu_slope=0.0):
     """ReLU, or the leaky ReLU of that negative slope."""
     if relu_slope:

@@ -11,7 +11,7 @@ from collections import namedtuple
 
 from mxnet.gluon import nn
 
-from .layers import ConvBN, batch_norm
+from .layers import ConvBN, batch_norm, pooled_stage_plan, smallest_side
 
 Stage = namedtuple('Stage', ['name', 'channels', 'concat_channels', 'modules'])
 Stage.__doc__ = """One VoVNet stage: `modules` OSA modules, named `<name>_<i>` from 1 (the original's OSA<stage>_<i>).
@@ -34,23 +34,13 @@ STEM_STRIDE = 4
 BN_EPSILON = 1e-5  # nn.BatchNorm2d's default
 BN_MOMENTUM = 0.9  # nn.BatchNorm2d's default momentum 0.1 is MXNet's 0.9
 
-StagePlan = namedtuple('StagePlan', ['pool', 'rate'])
+POOL = 3  # original: nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True), no padding
 
 
 def stage_plan(output_stride=16):
     """[(pool, rate)] of the four stages: stage 2 at the stem's stride 4, each later one pooled by 2 while
     that stays within `output_stride`, else dilated by 2 more (the original at OS16: stage 5 at rate 2)."""
-    if output_stride not in (8, 16, 32):
-        raise ValueError('VoVNet output stride %r: use 8, 16 or 32' % (output_stride,))
-    plans, stride, rate = [StagePlan(False, 1)], STEM_STRIDE, 1
-    for _ in range(3):
-        if stride * 2 <= output_stride:
-            stride *= 2
-            plans.append(StagePlan(True, rate))
-        else:
-            rate *= 2
-            plans.append(StagePlan(False, rate))
-    return plans
+    return pooled_stage_plan(output_stride, stages=3, stem_stride=STEM_STRIDE)
 
 
 class OSAModule(nn.HybridBlock):
@@ -96,7 +86,7 @@ class VoVNet(nn.HybridBlock):
         unknown = [stride for stride in taps if stride not in self.TAP_STAGES]
         if unknown:
             raise ValueError('VoVNet has no decoder tap at stride %s (it has 4, 8, 16)' % unknown)
-        self.taps = tuple(taps)
+        self.taps, self.plan = tuple(taps), stage_plan(output_stride)
         self.stem, self.stages, self.tap_channels = [], [], {}
         with self.name_scope():
             channels = 3
@@ -105,17 +95,32 @@ class VoVNet(nn.HybridBlock):
                 self.register_child(conv, name)
                 self.stem.append(conv)
                 channels = stem_channels
-            for stage, plan in zip(VOVNET[depth], stage_plan(output_stride)):
+            for stage, (pool, rate) in zip(VOVNET[depth], self.plan):
                 modules = []
                 for index in range(stage.modules):
-                    module = OSAModule(channels, stage, plan.rate, identity=index > 0, norm_layer=norm_layer)
+                    module = OSAModule(channels, stage, rate, identity=index > 0, norm_layer=norm_layer)
                     self.register_child(module, '%s_%d' % (stage.name, index + 1))
                     modules.append(module)
                     channels = stage.concat_channels
-                self.stages.append((plan.pool, modules))
+                self.stages.append((pool, modules))
         for stride, stage in self.TAP_STAGES.items():
             self.tap_channels[stride] = VOVNET[depth][stage].concat_channels
         self.channels = channels
+
+    @property
+    def minimum_input(self):
+        """The smallest (height, width) whose every pooled stage still holds a 3 x 3 window."""
+        def fits(side):
+            for _, _, stride in STEM:  # 3x3 convs, padding 1
+                side = (side - 1) // stride + 1
+            for pool, _ in self.plan:
+                if pool:
+                    if side < POOL:
+                        return False
+                    side = -(-(side - POOL) // 2) + 1  # rounding up
+            return True
+        side = smallest_side(fits)
+        return side, side
 
     def hybrid_forward(self, F, x):
         for conv in self.stem:
@@ -123,7 +128,7 @@ class VoVNet(nn.HybridBlock):
         outputs = []
         for pool, modules in self.stages:
             if pool:  # original: nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
-                x = F.Pooling(x, kernel=(3, 3), stride=(2, 2), pool_type='max', pooling_convention='full')
+                x = F.Pooling(x, kernel=(POOL, POOL), stride=(2, 2), pool_type='max', pooling_convention='full')
             for module in modules:
                 x = module(x)
             outputs.append(x)

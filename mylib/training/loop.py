@@ -31,7 +31,7 @@ from ..evaluation import evaluate
 from ..metrics import number_or_none
 from ..models import DeepLab
 from ..models.layers import batch_norm, mean_pixel
-from ..weights import fitting_crop, momentum_path, spec_of
+from ..weights import fitting_crop, momentum_path, read_metadata, spec_of
 from .batch_norm import AccurateBatchNorm, MovingVarianceCorrection
 from .curves import plot_curves
 from .initialization import initial_momentum, initialize_for_training, training_spec
@@ -354,8 +354,12 @@ def validate(session, epoch):
 def weights_details(session):
     """What the JSON beside best.params / final.params says of the weights (read by predict.py, export.py)."""
     spec = session.net.spec
-    return {'kind': spec.task, 'num_classes': spec.num_classes, 'dataset': session.options.dataset,
-            'model': spec.to_json(), 'description': spec.describe()}
+    details = {'kind': spec.task, 'num_classes': spec.num_classes, 'dataset': session.options.dataset,
+               'model': spec.to_json(), 'description': spec.describe()}
+    project = read_metadata(session.options.init).get('project') if session.options.init else None
+    if project:  # a converted PyTorch DeepLab: its weights keep its original's evaluation protocol
+        details['project'] = project
+    return details
 
 
 def save_checkpoint(session):

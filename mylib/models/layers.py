@@ -97,7 +97,8 @@ class ConvBN(nn.HybridBlock):
             self.conv.bias.wd_mult = 0.0
 
     def hybrid_forward(self, F, x):
-        return activation(F, self.bn(self.conv(x)), self.relu_slope) if self.relu else self.bn(self.conv(x))
+        x = self.bn(self.conv(x))
+        return activation(F, x, self.relu_slope) if self.relu else x
 
 
 def pooled_stage_plan(output_stride, stages=3, stem_stride=4):

@@ -106,8 +106,9 @@ def _convert_pth(source, output, save_h5, h5_only, optimizer_state, flags, progr
 
 
 def _report(metadata, output, log):
-    log('converted: %s; not recorded in a checkpoint, so taken as:' % describe(metadata))
-    for note in metadata.get('not_recorded_in_checkpoint', ()):
+    notes = metadata.get('not_recorded_in_checkpoint', ())
+    log('converted: %s%s' % (describe(metadata), '; not recorded in a checkpoint, so taken as:' if notes else ''))
+    for note in notes:
         log('  %s' % note)
     log('wrote %s: %d parameters, %s values (every tensor mapped once, %d skipped by rule); details in %s'
         % (output, metadata['parameters'], format(metadata['values'], ','),

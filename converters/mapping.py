@@ -160,7 +160,7 @@ FAMILY_TABLES = {
     'mobilenet': FamilyTable(_mobilenet_detect,
                              lambda spec: mobilenet.backbone_rows(spec.model_variant, spec.depth_multiplier,
                                                                   spec.divisible_by),
-                             lambda spec: mobilenet.classifier_rows(spec.depth_multiplier)),
+                             lambda spec: mobilenet.classifier_rows(spec.depth_multiplier, spec.model_variant)),
 }
 
 

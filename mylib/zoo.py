@@ -190,6 +190,13 @@ RELEASES = OrderedDict((release.name, release) for release in (
     _segmentation('mobilenetv3_small_cityscapes_trainfine',
                   'deeplab_mnv3_small_cityscapes_trainfine_2019_11_15.tar.gz',
                   'mobilenet_v3_small_seg', 'cityscapes', [_single(32, 68.99)], '5MB'),
+    # model_zoo.md, "EdgeTPU-DeepLab models on Cityscapes" (--model_variant=mobilenet_edgetpu, the MobileNet-v2
+    # flags, no decoder; the slim one --depth_multiplier=0.75 --aspp_convs_filters=128): 70.6% (val) at OS32 and
+    # 74.1% (val) at OS16, [1.0]; slim 70.0% / 73.2%. No file size is published.
+    _segmentation('EdgeTPU-DeepLab', 'edgetpu-deeplab_2020_03_09.tar.gz', 'mobilenet_edgetpu', 'cityscapes',
+                  [_single(32, 70.6), _single(16, 74.1)], ''),
+    _segmentation('EdgeTPU-DeepLab-slim', 'edgetpu-deeplab-slim_2020_03_09.tar.gz', 'mobilenet_edgetpu', 'cityscapes',
+                  [_single(32, 70.0), _single(16, 73.2)], '', depth_multiplier=0.75),
     # model_zoo.md: 78.79% (val) at OS16 [1.0] no flip, 80.42% (val) at OS8 [0.75:0.25:1.25] with flip; "439MB".
     _segmentation('xception65_cityscapes_trainfine', 'deeplabv3_cityscapes_train_2018_02_06.tar.gz',
                   'xception_65', 'cityscapes', [_single(16, 78.79), _multi(8, CITYSCAPES_SCALES, 80.42)], '439MB'),
@@ -243,6 +250,15 @@ RELEASES = OrderedDict((release.name, release) for release in (
     _mobilenet_v2_imagenet('0.75', 69.8, 89.6),
     _mobilenet_v2_imagenet('0.5', 65.4, 86.4),
     _mobilenet_v2_imagenet('0.35', 60.3, 82.9),
+    # EdgeTPU-DeepLab's backbone, slim mobilenet/README.md "Edge TPU checkpoints": MobilenetEdgeTPU dm=1 (8-bit),
+    # top-1 75.6%, mobilenet_edgetpu_224_1.0.tgz (linked at storage.cloud.google.com, which asks a browser to sign
+    # in: the same public object at storage.googleapis.com). Its dm=0.75 checkpoint keeps Conv_1 at 1280 channels
+    # (mobilenet_v3.edge_tpu_075, finegrain_classification_mode) where DeepLab's x0.75 backbone has 960: not listed.
+    _classifier('mobilenet_edgetpu_224_1.0', 'https://storage.googleapis.com/mobilenet_edgetpu/checkpoints/'
+                'mobilenet_edgetpu_224_1.0.tgz', 'mobilenet_edgetpu', 1001, '', notes=(
+                    _IMAGENET_1001, 'an 8-bit (quantization-aware) checkpoint: its float weights are converted, the '
+                    'quantization ranges skipped',
+                    'trained at 224x224: ImageNet top-1 75.6% (slim mobilenet/README.md)')),
 
     # --- PyTorch DeepLabs, converted from their .pth files without PyTorch (converters/torch_mapping.py) ---
     # stigma0617/VoVNet-DeepLabV3 README.md: VOC 2012 val mIoU of its DeepLabV3 (output stride 16, ASPP 6/12/18,
@@ -284,11 +300,6 @@ ALIASES = {'xception_41': 'xception_41_imagenet', 'xception_65': 'xception_65_im
 
 # Official releases of model_zoo.md that this project cannot build, and why (their names there).
 NOT_SUPPORTED = {
-    # model_zoo.md, "EdgeTPU-DeepLab models on Cityscapes": edgetpu-deeplab_2020_03_09.tar.gz, 70.6% (val) at
-    # OS32, 74.1% (val) at OS16; edgetpu-deeplab-slim_2020_03_09.tar.gz, 70.0% / 73.2% (val).
-    'EdgeTPU-DeepLab': '--model_variant=mobilenet_edgetpu, a backbone this project does not build',
-    'EdgeTPU-DeepLab-slim': '--model_variant=mobilenet_edgetpu (depth multiplier 0.75), a backbone this project '
-                            'does not build',
     # model_zoo.md: xception_65_coco_pretrained_2018_10_02.tar.gz, "292MB": the page says neither its task nor its
     # classes (an Xception-65 pretrained on ImageNet and COCO, to start training from).
     'xception_65_imagenet_coco': 'its task and classes are not published (an Xception-65 pretrained on ImageNet '

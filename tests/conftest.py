@@ -51,5 +51,4 @@ def reference_net(converted_reference):
 def zoo_params(tmp_path_factory):
     """{reference folder: (converted .params, converter stdout)} for every zoo reference, each converted by
     extract_weights.py as a user would (`helpers.convert_zoo_references`)."""
-    converted = convert_zoo_references(tmp_path_factory.mktemp('zoo'), ZOO_REFERENCES.values())
-    return {folder: converted[name] for folder, name in ZOO_REFERENCES.items()}
+    return convert_zoo_references(tmp_path_factory.mktemp('zoo'), ZOO_REFERENCES)

@@ -163,19 +163,31 @@ ZOO_REFERENCES = {  # folder of outputs -> checkpoint recipe (manifest_<name>.js
     'mnv2_voc_os16': 'mnv2_voc21',
     'mnv3l_city': 'mnv3l_city19',
     'mnv2_imagenet': 'mnv2_imagenet1001',
+    # made with the official code like the shared ones, kept in this repository (tests/data/official/README.md)
+    'edgetpu_city_os16': 'edgetpu_dm100_city19',
+    'edgetpu_slim_city_os32': 'edgetpu_dm075_city19',
+    'edgetpu_slim_os8_c5': 'edgetpu_dm075_c5',
+    'edgetpu_imagenet': 'edgetpu_imagenet1001',
 }
+OWN_ZOO = REPO / 'tests' / 'data' / 'official'
 
 
-def convert_zoo_references(folder, names):
-    """{name: (params path, what extract_weights.py printed)} for the zoo recipes `names`: each checkpoint
-    written by the reference's own make_checkpoint.py into `folder/<name>/`, converted by
-    `converters/extract_weights.py CKPT --output folder/<name>.params` (its `main`, as the script runs it),
-    then deleted (up to 365 MB each). One subprocess for all: TensorFlow loads once, not ten times."""
+def zoo_root(folder):
+    """The folder holding a zoo reference (`ZOO_REFERENCES` key) and its recipe: the shared one or ours."""
+    return OWN_ZOO if (OWN_ZOO / folder).is_dir() else ZOO
+
+
+def convert_zoo_references(folder, references):
+    """{reference: (params path, what extract_weights.py printed)} for the zoo references (`ZOO_REFERENCES`
+    keys): each recipe's checkpoint written by the reference's own make_checkpoint.py into `folder/<name>/`,
+    converted by `converters/extract_weights.py CKPT --output folder/<name>.params` (its `main`, as the
+    script runs it), then deleted (up to 365 MB each). One subprocess for all: TensorFlow loads once."""
     code = ('import contextlib, io, runpy, shutil, sys\n'
             'make = runpy.run_path(sys.argv[1])\n'
             'convert = runpy.run_path(sys.argv[2], run_name="extract_weights")["main"]\n'
-            'zoo, out = sys.argv[3], sys.argv[4]\n'
-            'for name in sys.argv[5:]:\n'
+            'out = sys.argv[3]\n'
+            'for recipe in sys.argv[4:]:\n'
+            '    zoo, name = recipe.split("|")\n'
             '    prefix = "%s/%s/model.ckpt" % (out, name)\n'
             '    make["main"]([sys.argv[1], "%s/manifest_%s.json" % (zoo, name),\n'
             '                  "%s/statistics_%s.npz" % (zoo, name), prefix])\n'
@@ -187,11 +199,13 @@ def convert_zoo_references(folder, names):
             '        sys.exit("extract_weights.py failed on %s: %s" % (name, status))\n'
             '    with open("%s/%s.stdout" % (out, name), "w") as stream:\n'
             '        stream.write(printed.getvalue())\n')
+    recipes = ['%s|%s' % (zoo_root(reference), ZOO_REFERENCES[reference]) for reference in references]
     subprocess.run([sys.executable, '-c', code, str(REFERENCE / 'make_checkpoint.py'),
-                    str(REPO / 'converters' / 'extract_weights.py'), str(ZOO), str(folder)] + list(names),
+                    str(REPO / 'converters' / 'extract_weights.py'), str(folder)] + recipes,
                    check=True, capture_output=True, cwd=REPO)
-    return {name: (Path(folder) / (name + '.params'), (Path(folder) / (name + '.stdout')).read_text())
-            for name in names}
+    names = {reference: ZOO_REFERENCES[reference] for reference in references}
+    return {reference: (Path(folder) / (name + '.params'), (Path(folder) / (name + '.stdout')).read_text())
+            for reference, name in names.items()}
 
 
 def zoo_input(image, crop, value=127.5):

@@ -1,4 +1,4 @@
-"""The MobileNet backbones (v2, v3 large_seg / small_seg) and the slim MobileNet-v2 classifier.
+"""The MobileNet backbones (v2, v3 large_seg / small_seg, EdgeTPU) and the slim MobileNet-v2 / EdgeTPU classifiers.
 
 Fast: shapes and strides at every output stride, depth multipliers 1.0 and 0.5, odd and even sizes;
 TF 'SAME' at stride 2 against a numpy reference; hybridized == imperative; the converter's rows against
@@ -21,7 +21,7 @@ from mylib.models.mobilenet import (
     HARD_SIGMOID_SCALE,
     MobileConv,
     MobileNetBackbone,
-    MobileNetV2Classifier,
+    MobileNetClassifier,
     SqueezeExcite,
     activate,
 )
@@ -50,14 +50,15 @@ def manifest_shapes(name):
 @pytest.mark.parametrize('output_stride', [8, 16, 32])
 @pytest.mark.parametrize('variant', VARIANT_NAMES)
 def test_shapes_strides_and_taps(variant, output_stride, depth_multiplier):
-    net = initialized(MobileNetBackbone(variant, depth_multiplier, output_stride, taps=(16, 4, 8)))
+    taps = tuple(tap for tap in (16, 4, 8) if tap in VARIANTS[variant].decoder_layers)  # EdgeTPU: none
+    net = initialized(MobileNetBackbone(variant, depth_multiplier, output_stride, taps=taps))
     plan = plan_layers(variant, depth_multiplier, output_stride)
     assert net.channels == plan[-1].channels
-    assert list(net.tap_channels) == [16, 4, 8]
+    assert list(net.tap_channels) == list(taps)
     for size in (35, 32):  # odd and even at every stride-2 layer down to 32 or nearly
         outputs = net(mx.nd.zeros((1, 3, size, size)))
-        assert len(outputs) == 4
-        for tap, features in zip((16, 4, 8), outputs):
+        assert len(outputs) == len(taps) + 1
+        for tap, features in zip(taps, outputs):
             side = out_size(size, min(tap, output_stride))
             assert features.shape == (1, net.tap_channels[tap], side, side), (tap, size)
         side = out_size(size, output_stride)
@@ -70,14 +71,17 @@ def test_the_official_final_layers_and_tap_channels():
         'mobilenet_v2': (320, {4: 144, 8: 192, 16: 576}),
         'mobilenet_v3_large_seg': (480, {4: 72, 8: 120, 16: 672}),
         'mobilenet_v3_small_seg': (288, {4: 16, 8: 88, 16: 144}),
+        'mobilenet_edgetpu': (1280, {}),  # feature_extractor.py lists no decoder end points for it
     }
     for variant, (channels, taps) in expected.items():
-        net = MobileNetBackbone(variant, taps=(4, 8, 16))
+        net = MobileNetBackbone(variant, taps=tuple(taps))
         assert (net.channels, net.tap_channels) == (channels, taps)
     # the MobileNet-v3 Cityscapes decoder projects these 120 channels (official decoder/feature_projection0)
     assert manifest_shapes('mnv3l_city19')['decoder/feature_projection0/weights'][2] == 120
     with pytest.raises(ValueError, match='decoder end points'):
         MobileNetBackbone('mobilenet_v2', taps=(2,))
+    with pytest.raises(ValueError, match=r'has decoder end points at strides \[\], not \[4\]'):
+        MobileNetBackbone('mobilenet_edgetpu', taps=(4,))
     with pytest.raises(ValueError, match='unknown MobileNet variant'):
         MobileNetBackbone('mobilenet_v1')
 
@@ -85,7 +89,7 @@ def test_the_official_final_layers_and_tap_channels():
 @pytest.mark.fast
 @pytest.mark.parametrize('variant', VARIANT_NAMES)
 def test_hybridized_equals_imperative(variant):
-    net = initialized(MobileNetBackbone(variant, 1.0, 16, taps=(4, 8)))
+    net = initialized(MobileNetBackbone(variant, 1.0, 16, taps=tuple(VARIANTS[variant].decoder_layers)[:2]))
     inputs = [mx.nd.array(np.random.default_rng(size).uniform(-1, 1, (2, 3, size, size + 3))) for size in (37, 40)]
     imperative = [[out.asnumpy() for out in net(x)] for x in inputs]
     net.hybridize()
@@ -155,6 +159,11 @@ EXPECTED_PLANS = {
     ('mobilenet_v3_large_seg', 8): {'layer_8': (1, 1), 'layer_13': (1, 2), 'layer_14': (1, 2), 'layer_16': (1, 4),
                                     'layer_17': (1, 1)},
     ('mobilenet_v3_small_seg', 16): {'layer_9': (1, 1), 'layer_10': (1, 1), 'layer_11': (1, 2), 'layer_13': (1, 1)},
+    # V3_EDGETPU: the fused layers (2-10) keep their strides at 8, 16 and 32
+    ('mobilenet_edgetpu', 8): {'layer_3': (2, 1), 'layer_7': (2, 1), 'layer_11': (1, 1), 'layer_12': (1, 2),
+                               'layer_19': (1, 2), 'layer_20': (1, 4), 'layer_24': (1, 1)},
+    ('mobilenet_edgetpu', 16): {'layer_11': (2, 1), 'layer_18': (1, 1), 'layer_19': (1, 1), 'layer_20': (1, 2),
+                                'layer_23': (1, 2)},
 }
 
 
@@ -183,19 +192,33 @@ def test_channel_rounding_is_deeplabs():
     assert v3[4].squeeze == 16 and v3[13].expanded == 168
     first = plan_layers('mobilenet_v3_small_seg', 1.0, 32)[1]
     assert first.expanded is None and first.squeeze == 8 and first.stride == 2  # SE on the unexpanded 16 channels
+    edgetpu = plan_layers('mobilenet_edgetpu', 0.75, 32)  # v3's rounding: multiples of 8 at any multiplier
+    assert [layer.channels for layer in edgetpu[:3]] == [24, 16, 24] and edgetpu[-1].channels == 960
+    assert [layer.expanded for layer in edgetpu[1:4]] == [None, 128, 96]  # layer_2: expansion 1, no expand conv
+    assert [layer.residual for layer in edgetpu[12:16]] == [True, True, False, True]  # layer_15: residual=False
+
+
+@pytest.mark.fast
+def test_fused_layers_refuse_an_output_stride_that_moves_their_stride():
+    """Official mbv3_fused binds its stride into the expand conv: at OS4 the official graph would still
+    subsample there while its plan says stride 1; only 8, 16 and 32 are the official network."""
+    with pytest.raises(ValueError, match='output_stride 4 would change the stride of layer_7, a fused conv'):
+        plan_layers('mobilenet_edgetpu', 1.0, 4)
 
 
 @pytest.mark.fast
 @pytest.mark.parametrize('depth_multiplier', [1.0, 0.5])
-@pytest.mark.parametrize('variant', VARIANT_NAMES + ['classifier'])
+@pytest.mark.parametrize('variant', VARIANT_NAMES + ['classifier', 'edgetpu_classifier'])
 def test_every_parameter_has_one_row_and_the_shapes_agree(variant, depth_multiplier):
-    if variant == 'classifier':
-        net, found = MobileNetV2Classifier(1001, depth_multiplier), tables.classifier_entries(depth_multiplier)
+    if variant.endswith('classifier'):
+        backbone = 'mobilenet_edgetpu' if variant.startswith('edgetpu') else 'mobilenet_v2'
+        net = MobileNetClassifier(1001, depth_multiplier, backbone)
+        found = tables.classifier_entries(depth_multiplier, 1001, backbone)
     else:
         net = MobileNetBackbone(variant, depth_multiplier, output_stride=8)
         found = tables.entries(plan_layers(variant, depth_multiplier, 32), tables.SCOPES[variant])
     rows = [entry[:3] for entry in found]
-    assert rows == (tables.classifier_rows(depth_multiplier) if variant == 'classifier'
+    assert rows == (tables.classifier_rows(depth_multiplier, backbone) if variant.endswith('classifier')
                     else tables.backbone_rows(variant, depth_multiplier))
     params = net._collect_params_with_prefix()
     table = tensor_table(rows)

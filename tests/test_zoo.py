@@ -183,13 +183,14 @@ def test_releases_follow_the_official_model_zoo():
                 'xception65_coco_voc_trainval', 'mobilenetv2_dm05_coco_voc_trainaug_8bit',
                 'mobilenetv2_coco_voc_trainaug_8bit'],
         'cityscapes': ['mobilenetv2_coco_cityscapes_trainfine', 'mobilenetv3_large_cityscapes_trainfine',
-                       'mobilenetv3_small_cityscapes_trainfine', 'xception65_cityscapes_trainfine',
-                       'xception71_dpc_cityscapes_trainfine', 'xception71_dpc_cityscapes_trainval'],
+                       'mobilenetv3_small_cityscapes_trainfine', 'EdgeTPU-DeepLab', 'EdgeTPU-DeepLab-slim',
+                       'xception65_cityscapes_trainfine', 'xception71_dpc_cityscapes_trainfine',
+                       'xception71_dpc_cityscapes_trainval'],
         'ade20k': ['mobilenetv2_ade20k_train', 'xception65_ade20k_train'],
         'imagenet': ['xception_41_imagenet', 'xception_65_imagenet', 'xception_71_imagenet',
                      'resnet_v1_50_beta_imagenet', 'resnet_v1_101_beta_imagenet', 'mobilenet_v2_1.4_224',
                      'mobilenet_v2_1.3_224', 'mobilenet_v2_1.0_224', 'mobilenet_v2_0.75_224', 'mobilenet_v2_0.5_224',
-                     'mobilenet_v2_0.35_224']}
+                     'mobilenet_v2_0.35_224', 'mobilenet_edgetpu_224_1.0']}
     assert zoo.DEFAULT_MODEL == 'xception65_coco_voc_trainaug'
     assert zoo.archive_name(zoo.RELEASES[zoo.DEFAULT_MODEL]) == ARCHIVE
     trainaug = zoo.RELEASES['xception65_coco_voc_trainaug']
@@ -202,6 +203,8 @@ def test_releases_follow_the_official_model_zoo():
     assert variants['mobilenetv2_dm05_coco_voc_trainaug_8bit'] == ('mobilenet_v2', 0.5)
     assert variants['mobilenetv3_small_cityscapes_trainfine'] == ('mobilenet_v3_small_seg', 1.0)
     assert variants['xception71_dpc_cityscapes_trainval'] == ('xception_71', 1.0)
+    assert variants['EdgeTPU-DeepLab-slim'] == ('mobilenet_edgetpu', 0.75)  # model_zoo.md: --depth_multiplier=0.75
+    assert [(r.output_stride, r.miou) for r in zoo.RELEASES['EdgeTPU-DeepLab'].results] == [(32, 70.6), (16, 74.1)]
     assert variants['resnet_v1_101_beta_imagenet'] == ('resnet_v1_101_beta', 1.0)
     assert variants['mobilenet_v2_1.4_224'] == ('mobilenet_v2', 1.4)
     mnv3 = zoo.RELEASES['mobilenetv3_large_cityscapes_trainfine']
@@ -249,8 +252,8 @@ def test_every_release_is_buildable_and_well_formed():
 def test_earlier_names_and_unsupported_releases():
     assert zoo.get_release('xception_65') is zoo.RELEASES['xception_65_imagenet']
     with pytest.raises(zoo.ZooError) as error:
-        zoo.get_release('EdgeTPU-DeepLab')
-    assert 'does not support' in str(error.value) and 'mobilenet_edgetpu' in str(error.value)
+        zoo.get_release('xception_65_imagenet_coco')
+    assert 'does not support' in str(error.value) and 'task and classes are not published' in str(error.value)
 
 
 @pytest.mark.fast
@@ -259,7 +262,7 @@ def test_release_list_is_grouped_by_dataset():
     assert lines[0].startswith('official DeepLab releases') and lines[0].endswith('cached in /cache/deeplab:')
     headers = [line for line in lines[1:] if not line.startswith(' ')]
     assert headers == ['PASCAL VOC 2012:', 'Cityscapes:', 'ADE20K:', 'ImageNet (classifiers, to start training from):',
-                       'not supported: EdgeTPU-DeepLab, EdgeTPU-DeepLab-slim, xception_65_imagenet_coco']
+                       'not supported: xception_65_imagenet_coco']
     rows = {line.split()[0]: line for line in lines if line.startswith('  ')}
     assert sorted(rows) == sorted(zoo.RELEASES)
     assert rows['xception65_coco_voc_trainaug'].split()[1:5] == ['xception', 'xception_65', '21', 'classes']
@@ -522,7 +525,8 @@ def test_cli_list_models_shows_the_official_results():
 
 @pytest.mark.parametrize('args, status, culprit', [
     (['--model', 'nope'], 1, "unknown model 'nope'; the known models are: mobilenetv2_dm05_coco_voc_trainaug, "),
-    (['--model', 'EdgeTPU-DeepLab'], 1, 'EdgeTPU-DeepLab is an official release that this project does not support'),
+    (['--model', 'xception_65_imagenet_coco'], 1,
+     'xception_65_imagenet_coco is an official release that this project does not support'),
     (['x.ckpt', '--model', 'xception_65'], 2, 'not allowed with argument'),
     (['--model', 'xception_65', '--save-h5', 'x.h5'], 2, '--save-h5 and --h5-only take a CKPT'),
     ([], 2, 'one of the arguments CKPT --model --list-models is required'),

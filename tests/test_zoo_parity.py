@@ -1,4 +1,5 @@
-"""Full-size parity of every family of the official model zoo with the official graph (../shared/reference/zoo).
+"""Full-size parity of every family of the official model zoo with the official graph (../shared/reference/zoo,
+and tests/data/official for EdgeTPU-DeepLab).
 
 For each reference configuration the checkpoint is made with its recipe and converted by
 `converters/extract_weights.py` as a user would (the `zoo_params` fixture of conftest.py), loaded
@@ -12,7 +13,7 @@ import json
 import mxnet as mx
 import numpy as np
 import pytest
-from helpers import ZOO, ZOO_REFERENCES, zoo_input
+from helpers import ZOO_REFERENCES, zoo_input, zoo_root
 
 import mylib
 from converters.mapping import detect_model, skip_reason, table_for, to_gluon_layout
@@ -23,11 +24,12 @@ from mylib.weights import read_metadata
 
 LOGIT_TOLERANCE = 1e-3  # of max |official logit|
 LABEL_AGREEMENT = 0.999
-SEGMENTATION = [folder for folder in ZOO_REFERENCES if folder != 'mnv2_imagenet']
+CLASSIFIERS = {'mnv2_imagenet': 'mobilenet_v2', 'edgetpu_imagenet': 'mobilenet_edgetpu'}  # the slim ImageNet ones
+SEGMENTATION = [folder for folder in ZOO_REFERENCES if folder not in CLASSIFIERS]
 
 
 def config(folder):
-    with open(ZOO / folder / 'config.json') as stream:
+    with open(zoo_root(folder) / folder / 'config.json') as stream:
         return json.load(stream)
 
 
@@ -40,11 +42,11 @@ def upsample(logits_nhwc, crop):
 @pytest.mark.parametrize('folder', SEGMENTATION)
 def test_segmentation_matches_official_graph(zoo_params, folder):
     settings = config(folder)
-    net = mylib.load_model(str(zoo_params[folder][0]))
+    net = mylib.load_model(str(zoo_params[folder][0]), output_stride=settings['output_stride'])
     net.hybridize(static_alloc=True, static_shape=True)
     crop = settings['crop_size']
     for photo in settings['images']:
-        official = dict(np.load(ZOO / folder / (photo + '.npz')))
+        official = dict(np.load(zoo_root(folder) / folder / (photo + '.npz')))
         logits = net(zoo_input(official['input_uint8'], crop)).asnumpy()
         expected = upsample(official['merged_logits'], crop)
         assert logits.shape == expected.shape, photo
@@ -54,10 +56,10 @@ def test_segmentation_matches_official_graph(zoo_params, folder):
         assert agreement >= LABEL_AGREEMENT, '%s: labels agree on %.4f %%' % (photo, 100 * agreement)
 
 
-def test_classifier_matches_official_graph(zoo_params):
-    folder = 'mnv2_imagenet'
+@pytest.mark.parametrize('folder', sorted(CLASSIFIERS))
+def test_classifier_matches_official_graph(zoo_params, folder):
     net = mylib.load_model(str(zoo_params[folder][0]))
-    official = dict(np.load(ZOO / folder / 'chelsea.npz'))
+    official = dict(np.load(zoo_root(folder) / folder / 'chelsea.npz'))
     x = mx.nd.array((official['model_input'].transpose(0, 3, 1, 2) + 1.0) * 127.5)  # the network's input, 0-255
     with record(net, ['logits']) as recorded:
         logits = net(x).asnumpy()[0]
@@ -79,14 +81,15 @@ def test_classifier_matches_official_graph(zoo_params):
 def test_detection_from_names_and_shapes_and_every_tensor_mapped(folder):
     """From the manifest alone (names, shapes): the network the official graph was built with, and a table that
     maps every model tensor once, by name, to a parameter of that network with the layout-changed shape."""
-    with open(ZOO / ('manifest_%s.json' % ZOO_REFERENCES[folder])) as stream:
+    with open(zoo_root(folder) / ('manifest_%s.json' % ZOO_REFERENCES[folder])) as stream:
         manifest = {entry['name']: tuple(entry['shape']) for entry in json.load(stream)}
     shapes = {name: shape for name, shape in manifest.items() if not skip_reason(name)}
     spec, _ = detect_model(shapes)
-    if folder == 'mnv2_imagenet':
-        assert (spec.task, spec.model_variant, spec.num_classes) == ('classification', 'mobilenet_v2', 1001)
-    else:
-        assert spec == ModelSpec.from_model_options(config(folder)['model_options'])
+    if folder in CLASSIFIERS:
+        assert (spec.task, spec.model_variant, spec.num_classes) == ('classification', CLASSIFIERS[folder], 1001)
+    else:  # the output stride is not in a checkpoint: the configuration's is the official flag's
+        assert spec.with_output_stride(config(folder)['output_stride']) == ModelSpec.from_model_options(
+            config(folder)['model_options'])
     table = table_for(spec)
     assert sorted(table) == sorted(shapes)
     params = build_network(spec)._collect_params_with_prefix()
@@ -101,10 +104,11 @@ def test_converter_finds_the_official_model_options(zoo_params, folder):
     params, stdout = zoo_params[folder]
     spec = ModelSpec.from_json(read_metadata(params)['model'])
     settings = config(folder)
-    if folder == 'mnv2_imagenet':
-        assert (spec.task, spec.model_variant, spec.num_classes) == ('classification', 'mobilenet_v2', 1001)
+    if folder in CLASSIFIERS:
+        assert (spec.task, spec.model_variant, spec.num_classes) == ('classification', CLASSIFIERS[folder], 1001)
     else:
-        assert spec == ModelSpec.from_model_options(settings['model_options'])
+        assert spec.with_output_stride(settings['output_stride']) == ModelSpec.from_model_options(
+            settings['model_options'])
     assert spec.describe() in stdout and 'mylib.load_model' in stdout
 
 
@@ -206,6 +210,19 @@ STAGE_TAPS = {
         'logits_sum': ('decoder', None),
     },
 }
+# EdgeTPU-DeepLab (tests/data/official): the MobileNet-v2 head on EdgeTPU-MobileNet; stage layer_<i> is the
+# official end point layer_<i> (Conv, expanded_conv, expanded_conv_<i - 2>, Conv_1), fused layers included
+EDGETPU_STAGES = {
+    'preprocessed_input': ('backbone', 'input'),
+    **{'layer_%d' % index: ('backbone.layer_%d' % index, None) for index in range(1, 25)},
+    **IMAGE_POOLING,
+    'image_pooling_resized': ('aspp.image_pooling', None),
+    'aspp0': ('aspp.aspp0', None),
+    'aspp_concat': ('aspp.projection', 'input'),
+    'concat_projection': ('aspp.projection', None),
+    'logits': ('logits', None),
+}
+STAGE_TAPS.update({'edgetpu_city_os16': EDGETPU_STAGES, 'edgetpu_slim_os8_c5': EDGETPU_STAGES})
 
 
 def stage_value(tap, view):
@@ -224,7 +241,7 @@ def described_stages(folder, photo):
     """The official stages of `photo`: config.json images.<photo>.stages, or else stages.json."""
     stages = config(folder)['images'][photo].get('stages')
     if stages is None:
-        with open(ZOO / folder / 'stages.json') as stream:
+        with open(zoo_root(folder) / folder / 'stages.json') as stream:
             stages = json.load(stream)
     return stages
 
@@ -234,14 +251,16 @@ def test_every_stage_matches_official_graph(zoo_params, folder):
     """Each reference stage of the photo that has them, so that a departure is found where it starts:
     its first channels, channel means and standard deviation within 1e-3 of the stage's max |value|."""
     settings = config(folder)
-    photo = next(name for name in settings['images'] if (ZOO / folder / (name + '_stages.npz')).is_file())
+    root = zoo_root(folder)
+    photo = next(name for name in settings['images'] if (root / folder / (name + '_stages.npz')).is_file())
     described = described_stages(folder, photo)
-    reference = np.load(ZOO / folder / (photo + '_stages.npz'))
-    net = mylib.load_model(str(zoo_params[folder][0]))  # not hybridized: the stages are recorded
+    reference = np.load(root / folder / (photo + '_stages.npz'))
+    # not hybridized: the stages are recorded
+    net = mylib.load_model(str(zoo_params[folder][0]), output_stride=settings['output_stride'])
     taps = STAGE_TAPS[folder]
     assert sorted(taps) == sorted(stage['stage'] for stage in described)
     with record(net, sorted({path for path, _ in taps.values()})) as recorded:
-        net(zoo_input(np.load(ZOO / folder / (photo + '.npz'))['input_uint8'], settings['crop_size']))
+        net(zoo_input(np.load(root / folder / (photo + '.npz'))['input_uint8'], settings['crop_size']))
     errors = {}  # stage -> max |ours - official| / max |official stage|
     for stage in described:
         name = stage['stage']

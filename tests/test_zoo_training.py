@@ -29,6 +29,8 @@ def trained_spec(run_dir):
 @pytest.mark.parametrize('folder, crop, expected', [
     # the ImageNet MobileNet-v2 under its official release head (image pooling + 1x1, no decoder)
     ('mnv2_imagenet', '65x65', ('mobilenet_v2', 16, None)),
+    # EdgeTPU-MobileNet's ImageNet checkpoint under EdgeTPU-DeepLab's head (the MobileNet-v2 one)
+    ('edgetpu_imagenet', '65x65', ('mobilenet_edgetpu', 16, None)),
     # fine-tuning a DeepLab release of another family: its own network, new logits
     ('x71_dpc_os16', '65x65', ('xception_71', 16, (4,))),
 ])

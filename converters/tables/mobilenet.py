@@ -1,5 +1,5 @@
-"""Official TF names of the DeepLab MobileNets (mobilenet_v2, mobilenet_v3_large_seg, mobilenet_v3_small_seg)
-and of the slim MobileNet-v2 ImageNet classifier, with their Gluon blocks.
+"""Official TF names of the DeepLab MobileNets (mobilenet_v2, mobilenet_v3_large_seg, mobilenet_v3_small_seg,
+mobilenet_edgetpu) and of the slim MobileNet-v2 ImageNet classifier, with their Gluon blocks.
 
 Rows are (TF scope, Gluon block, kind) as in `converters.mapping` (kinds of `mapping.LAYER_TENSORS`:
 'conv_bn' = weights + BatchNorm/{gamma, beta, moving_mean, moving_variance}; 'depthwise_bn' =
@@ -17,21 +17,23 @@ from mylib.models.mobilenet_spec import VARIANTS, plan_layers
 
 # official feature_extractor.name_scope; the slim classifier uses 'MobilenetV2' too
 SCOPES = {'mobilenet_v2': 'MobilenetV2', 'mobilenet_v3_large_seg': 'MobilenetV3',
-          'mobilenet_v3_small_seg': 'MobilenetV3'}
-# slim's default variable scopes, numbered in order of creation: Conv, Conv_1, ...; expanded_conv, expanded_conv_1, ...
-OP_SCOPES = {'conv': 'Conv', 'expanded_conv': 'expanded_conv'}
+          'mobilenet_v3_small_seg': 'MobilenetV3', 'mobilenet_edgetpu': 'MobilenetEdgeTPU'}
+# slim's default variable scopes, numbered in order of creation: Conv, Conv_1, ...; expanded_conv, expanded_conv_1,
+# ... (official mbv3_fused is an expanded_conv too, and counts with them)
+OP_SCOPES = {'conv': 'Conv', 'expanded_conv': 'expanded_conv', 'fused_conv': 'expanded_conv'}
 LOGITS = 'Logits/Conv2d_1c_1x1'  # official mobilenet.mobilenet: the legacy scope of the logits
-CLASSIFIER_LAST = len(VARIANTS['mobilenet_v2'].layers)  # the classifier runs the whole V2_DEF, through Conv_1
+CLASSIFIERS = ('mobilenet_v2', 'mobilenet_edgetpu')  # the slim ImageNet classifiers (mobilenet_v3.edge_tpu)
 CLASSIFIER_ROUNDING = (8, 8)  # the slim classifier: depth_multiplier's defaults divisible_by=8, min_depth=8
 
 
 def layer_scopes(planned, scope):
-    """{layer name: TF scope} of planned layers: `<scope>/<op scope>[_<n>]`, n counting that op's layers."""
+    """{layer name: TF scope} of planned layers: `<scope>/<op scope>[_<n>]`, n counting that scope's layers."""
     counts, scopes = {}, {}
     for layer in planned:
-        index = counts.get(layer.op, 0)
-        counts[layer.op] = index + 1
-        scopes[layer.name] = '%s/%s%s' % (scope, OP_SCOPES[layer.op], '_%d' % index if index else '')
+        op_scope = OP_SCOPES[layer.op]
+        index = counts.get(op_scope, 0)
+        counts[op_scope] = index + 1
+        scopes[layer.name] = '%s/%s%s' % (scope, op_scope, '_%d' % index if index else '')
     return scopes
 
 
@@ -43,9 +45,13 @@ def entries(planned, scope):
         if layer.op == 'conv':
             found.append((tf_layer, layer.name, 'conv_bn', (k, k, cin, cout)))
             continue
+        fused = layer.op == 'fused_conv'  # official mbv3_fused: a k x k expand conv, no depthwise conv
         if layer.expanded:
-            found.append((tf_layer + '/expand', layer.name + '.expand', 'conv_bn', (1, 1, cin, inner)))
-        found.append((tf_layer + '/depthwise', layer.name + '.depthwise', 'depthwise_bn', (k, k, inner, 1)))
+            expand_kernel = k if fused else 1
+            found.append((tf_layer + '/expand', layer.name + '.expand', 'conv_bn',
+                          (expand_kernel, expand_kernel, cin, inner)))
+        if not fused:
+            found.append((tf_layer + '/depthwise', layer.name + '.depthwise', 'depthwise_bn', (k, k, inner, 1)))
         if layer.squeeze:  # official conv_blocks.squeeze_excite: two slim.conv2d with biases, Conv and Conv_1
             found += [(tf_layer + '/squeeze_excite/Conv', layer.name + '.squeeze_excite.squeeze', 'conv_bias',
                        (1, 1, inner, layer.squeeze)),
@@ -61,25 +67,30 @@ def backbone_rows(variant='mobilenet_v2', depth_multiplier=1.0, divisible_by=Non
     return [entry[:3] for entry in entries(planned, SCOPES[variant])]
 
 
-def classifier_entries(depth_multiplier=1.0, num_classes=1001):
-    """`entries` of `MobileNetV2Classifier`: backbone (under 'backbone.'), `layer_19` (Conv_1), `logits`."""
-    planned = plan_layers('mobilenet_v2', depth_multiplier, 32, *CLASSIFIER_ROUNDING, last=CLASSIFIER_LAST)
-    found = entries(planned, SCOPES['mobilenet_v2'])
-    head = found.pop()
-    found = [(tf_scope, 'backbone.' + block, kind, shape) for tf_scope, block, kind, shape in found]
-    logits = ('%s/%s' % (SCOPES['mobilenet_v2'], LOGITS), 'logits', 'conv_bias', (1, 1, head[3][-1], num_classes))
-    return found + [head, logits]
+def classifier_entries(depth_multiplier=1.0, num_classes=1001, variant='mobilenet_v2'):
+    """`entries` of `MobileNetClassifier`: backbone (under 'backbone.'), the conv def's layers after DeepLab's
+    final end point (MobileNet-v2's `layer_19`, official Conv_1), `logits`."""
+    final = VARIANTS[variant].final_layer
+    planned = plan_layers(variant, depth_multiplier, 32, *CLASSIFIER_ROUNDING, last=len(VARIANTS[variant].layers))
+    found = entries(planned, SCOPES[variant])
+    in_backbone = len(entries(planned[:final], SCOPES[variant]))
+    found = [(tf_scope, 'backbone.' + block if index < in_backbone else block, kind, shape)
+             for index, (tf_scope, block, kind, shape) in enumerate(found)]
+    logits = ('%s/%s' % (SCOPES[variant], LOGITS), 'logits', 'conv_bias', (1, 1, found[-1][3][-1], num_classes))
+    return found + [logits]
 
 
-def classifier_rows(depth_multiplier=1.0):
-    """Rows of `MobileNetV2Classifier`: backbone (under 'backbone.'), `layer_19` (Conv_1) and the logits."""
-    return [entry[:3] for entry in classifier_entries(depth_multiplier)]
+def classifier_rows(depth_multiplier=1.0, variant='mobilenet_v2'):
+    """Rows of `MobileNetClassifier`: backbone (under 'backbone.'), the layers after it, and the logits."""
+    return [entry[:3] for entry in classifier_entries(depth_multiplier, variant=variant)]
 
 
 def _variant_in(shapes):
     """The official model_variant whose scope and blocks the checkpoint has, or None."""
     if any(name.startswith('MobilenetV2/') for name in shapes):
         return 'mobilenet_v2'
+    if any(name.startswith('MobilenetEdgeTPU/') for name in shapes):
+        return 'mobilenet_edgetpu'
     if any(name.startswith('MobilenetV3/') for name in shapes):
         large = layer_scopes(plan_layers('mobilenet_v3_large_seg', 1.0, 32), 'MobilenetV3')['layer_16']
         return 'mobilenet_v3_large_seg' if large + '/project/weights' in shapes else 'mobilenet_v3_small_seg'
@@ -100,12 +111,12 @@ def detect(shapes):
         return None
     spec, scope = VARIANTS[variant], SCOPES[variant]
     logits = shapes.get('%s/%s/weights' % (scope, LOGITS))
-    classifier = variant == 'mobilenet_v2' and logits is not None
+    classifier = variant in CLASSIFIERS and logits is not None
     final = entries(plan_layers(variant, 1.0, 32), scope)[-1]  # the final layer's last conv (v2: a projection)
     width = shapes.get(final[0] + '/weights', (None,))[-1]
     candidates = [width / final[3][-1], round(width / final[3][-1], 2)] if width else [1.0]
     for multiplier in candidates:
-        found = classifier_entries(multiplier, int(logits[-1])) if classifier else \
+        found = classifier_entries(multiplier, int(logits[-1]), variant) if classifier else \
             entries(plan_layers(variant, multiplier, 32), scope)
         expected = {'%s/%s' % (tf_scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
                     for tf_scope, _, kind, shape in found}

@@ -15,7 +15,7 @@ import functools
 from . import densenet, mobilenet, resnet, torch_mobilenet, torch_resnet, vovnet
 from .densenet import DenseNet
 from .layers import BN_MOMENTUM, batch_norm
-from .mobilenet import MobileNetBackbone, MobileNetV2Classifier
+from .mobilenet import MobileNetBackbone, MobileNetClassifier
 from .resnet import ResNetV1Beta, ResNetV1BetaClassifier
 from .torch_mobilenet import TorchMobileNetV3
 from .torch_resnet import TorchResNet
@@ -83,9 +83,9 @@ def _resnet_classifier(spec, norm_layer):
 
 
 def _mobilenet_classifier(spec, norm_layer):
-    if spec.model_variant != 'mobilenet_v2':
+    if spec.model_variant not in ('mobilenet_v2', 'mobilenet_edgetpu'):
         raise ValueError('%s has no ImageNet classifier in the official releases' % spec.model_variant)
-    return MobileNetV2Classifier(spec.num_classes, spec.depth_multiplier, norm_layer=norm_layer)
+    return MobileNetClassifier(spec.num_classes, spec.depth_multiplier, spec.model_variant, norm_layer=norm_layer)
 
 
 CLASSIFIERS = {'xception': _xception_classifier, 'resnet': _resnet_classifier, 'mobilenet': _mobilenet_classifier}

@@ -12,7 +12,7 @@ from collections import namedtuple
 
 from mxnet.gluon import nn
 
-from .layers import batch_norm, normalization, pooled_stage_plan, smallest_side
+from .layers import activation, batch_norm, normalization, pooled_stage_plan, smallest_side
 
 DenseNetConfig = namedtuple('DenseNetConfig', ['growth', 'blocks', 'stem_channels'])
 DENSENET = {  # original densenet161 / densenet201: growth_rate, block_config, num_init_features
@@ -122,7 +122,7 @@ class DenseNet(nn.HybridBlock):
         return side, side
 
     def hybrid_forward(self, F, x):
-        x = F.relu(self.norm0(self.conv0(x)))
+        x = activation(F, self.norm0(self.conv0(x)))
         x = F.Pooling(x, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type='max')
         for stage in self.stages:
             for layer in stage:

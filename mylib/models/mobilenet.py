@@ -1,8 +1,8 @@
-"""MobileNet-v2 and MobileNet-v3 (large_seg, small_seg) as DeepLab uses them, and the slim MobileNet-v2
-ImageNet classifier, as Gluon blocks.
+"""MobileNet-v2, MobileNet-v3 (large_seg, small_seg) and EdgeTPU-MobileNet as DeepLab uses them, and the
+slim MobileNet-v2 and EdgeTPU ImageNet classifiers, as Gluon blocks.
 
 The layers are data (`mobilenet_spec.py`, official slim `mobilenet_v2.V2_DEF` / `mobilenet_v3.V3_LARGE`,
-`V3_SMALL` with DeepLab's `_seg` changes); `plan_layers` resolves channels, strides and rates, and the
+`V3_SMALL` with DeepLab's `_seg` changes, `V3_EDGETPU`); `plan_layers` resolves channels, strides and rates, and the
 blocks here only build what it says. Children are named after the official end points: `layer_1` (the
 stem conv) ... `layer_18`; an expanded conv has `expand` (absent in the first block), `depthwise`,
 `squeeze_excite` (v3 only, with `squeeze` and `excite`) and `project`, as the official scopes.
@@ -12,8 +12,8 @@ import functools
 from mxnet.gluon import nn
 
 from .init import TruncatedNormal
-from .layers import BACKBONE_BN_EPSILON, ConvBN, batch_norm, biased_conv, normalize_pixels
-from .mobilenet_spec import VARIANTS, plan_layers, variant_of
+from .layers import BACKBONE_BN_EPSILON, ConvBN, activation, batch_norm, biased_conv, normalize_pixels
+from .mobilenet_spec import plan_layers, variant_of
 from .tf_same import every_second_from_end
 
 WEIGHT_INIT = TruncatedNormal(0.09)  # official mobilenet.training_scope / mobilenet_v2_arg_scope: stddev=0.09
@@ -26,9 +26,11 @@ DROPOUT_KEEP = 0.8  # official mobilenet.training_scope: dropout_keep_prob=0.8 b
 
 
 def activate(F, x, kind):
-    """The official activations by name: 'relu', 'relu6', 'hard_swish', or None (linear)."""
+    """The official activations by name: 'relu', 'relu6', 'hard_swish', or None (linear). ReLU is the
+    `Activation` operator, which oneDNN fuses into the conv before it (`F.relu` is not fused: on
+    EdgeTPU-DeepLab, all ReLU, that was a quarter of the time)."""
     if kind == 'relu':
-        return F.relu(x)
+        return activation(F, x)
     if kind == 'relu6':
         return F.clip(x, 0.0, 6.0)
     if kind == 'hard_swish':
@@ -79,7 +81,7 @@ class SqueezeExcite(nn.HybridBlock):
     def hybrid_forward(self, F, x):
         # the mean over H, W as a global average pool: the same value, and an operator ONNX export translates
         pooled = F.Pooling(x, kernel=(1, 1), global_pool=True, pool_type='avg')
-        squeezed = F.relu(self.squeeze(pooled))
+        squeezed = activation(F, self.squeeze(pooled))
         gate = F.clip(self.excite(squeezed) + 3.0, 0.0, 6.0) * self.gate_scale
         return F.broadcast_mul(x, gate)
 
@@ -87,10 +89,11 @@ class SqueezeExcite(nn.HybridBlock):
 class ExpandedConv(nn.HybridBlock):
     """Official `expanded_conv`: expand 1x1 -> depthwise -> (squeeze-excite) -> project 1x1 (linear), + input.
 
-    `layer` is a `mobilenet_spec.Planned`. With `returns_depthwise` the block returns (output, depthwise
-    output), the latter after the depthwise conv's batch norm and activation and before squeeze-excite
-    (official `depthwise_output`, DeepLab's decoder end points). symmetric, gate_scale: see `MobileConv`,
-    `SqueezeExcite` (torchvision's MobileNet-v3).
+    `layer` is a `mobilenet_spec.Planned`. A 'fused_conv' layer (official `mbv3_fused`) has no depthwise
+    conv: its expand conv is kernel x kernel and carries the stride. With `returns_depthwise` the block
+    returns (output, depthwise output), the latter after the depthwise conv's batch norm and activation
+    and before squeeze-excite (official `depthwise_output`, DeepLab's decoder end points).
+    symmetric, gate_scale: see `MobileConv`, `SqueezeExcite` (torchvision's MobileNet-v3).
     """
 
     def __init__(self, layer, returns_depthwise=False, norm_layer=mobilenet_batch_norm, symmetric=False,
@@ -98,18 +101,21 @@ class ExpandedConv(nn.HybridBlock):
         super().__init__(**kwargs)
         self.residual, self.returns_depthwise = layer.residual, returns_depthwise
         inner = layer.expanded or layer.in_channels
+        fused = layer.op == 'fused_conv'
         conv = dict(norm_layer=norm_layer, symmetric=symmetric)
+        expand_shape = (layer.kernel, layer.stride) if fused else (1, 1)
         with self.name_scope():
-            self.expand = MobileConv(layer.in_channels, inner, activation=layer.activation,
+            self.expand = MobileConv(layer.in_channels, inner, *expand_shape, activation=layer.activation,
                                      **conv) if layer.expanded else None
-            self.depthwise = MobileConv(inner, inner, layer.kernel, layer.stride, layer.rate, groups=inner,
-                                        activation=layer.activation, **conv)
+            self.depthwise = None if fused else MobileConv(inner, inner, layer.kernel, layer.stride, layer.rate,
+                                                           groups=inner, activation=layer.activation, **conv)
             self.squeeze_excite = (SqueezeExcite(inner, layer.squeeze, gate_scale=gate_scale) if layer.squeeze
                                    else None)
             self.project = MobileConv(inner, layer.channels, **conv)
 
     def hybrid_forward(self, F, x):
-        depthwise = self.depthwise(self.expand(x) if self.expand is not None else x)
+        expanded = self.expand(x) if self.expand is not None else x
+        depthwise = self.depthwise(expanded) if self.depthwise is not None else expanded
         y = self.squeeze_excite(depthwise) if self.squeeze_excite is not None else depthwise
         y = self.project(y)
         y = y + x if self.residual else y
@@ -118,8 +124,8 @@ class ExpandedConv(nn.HybridBlock):
 
 def build_layer(layer, returns_depthwise=False, norm_layer=mobilenet_batch_norm, symmetric=False,
                 gate_scale=HARD_SIGMOID_SCALE):
-    """The block of a planned layer: `ExpandedConv`, or `MobileConv` for a plain conv."""
-    if layer.op == 'expanded_conv':
+    """The block of a planned layer: `ExpandedConv` (also for a fused conv), or `MobileConv` for a plain conv."""
+    if layer.op != 'conv':
         return ExpandedConv(layer, returns_depthwise, norm_layer=norm_layer, symmetric=symmetric,
                             gate_scale=gate_scale)
     return MobileConv(layer.in_channels, layer.channels, layer.kernel, layer.stride, layer.rate,
@@ -129,12 +135,14 @@ def build_layer(layer, returns_depthwise=False, norm_layer=mobilenet_batch_norm,
 class MobileNetBackbone(nn.HybridBlock):
     """A DeepLab MobileNet backbone: input NCHW float32 normalised to [-1, 1]; returns a tuple.
 
-    variant: official model_variant, 'mobilenet_v2', 'mobilenet_v3_large_seg' or 'mobilenet_v3_small_seg'.
+    variant: official model_variant, 'mobilenet_v2', 'mobilenet_v3_large_seg', 'mobilenet_v3_small_seg' or
+    'mobilenet_edgetpu'.
     depth_multiplier, divisible_by, min_depth: the official channel rounding (`mobilenet_spec.channel_rounding`;
     None: DeepLab's). output_stride: 8, 16 or 32.
     taps: decoder strides (4, 8, 16); the output is the depthwise output of the official DECODER_END_POINTS
     layer of each, in the order of `taps`, then the final features (the official final end point: v2
-    layer_18, 320 channels; v3-large layer_17 (Conv_1), 480; v3-small layer_13 (Conv_1), 288, at 1.0).
+    layer_18, 320 channels; v3-large layer_17 (Conv_1), 480; v3-small layer_13 (Conv_1), 288; EdgeTPU
+    layer_24 (Conv_1), 1280, at 1.0).
     A tap's layer keeps its place in the network, so at an output stride below the tap's stride its
     features are at the output stride (as the official end point is).
     Attributes: `channels` (final), `tap_channels` ({stride: channels} of `taps`), `layers` (the blocks).
@@ -172,27 +180,37 @@ class MobileNetBackbone(nn.HybridBlock):
         return tuple(found[self.tap_layers[stride]] for stride in self.taps) + (x,)
 
 
-class MobileNetV2Classifier(nn.HybridBlock):
-    """The slim MobileNet-v2 ImageNet classifier (official `mobilenet_v2.mobilenet`, scope MobilenetV2).
+class MobileNetClassifier(nn.HybridBlock):
+    """A slim MobileNet ImageNet classifier (official `mobilenet_v2.mobilenet`, scope MobilenetV2;
+    `mobilenet_v3.edge_tpu`, scope MobilenetEdgeTPU).
 
     Input: NCHW float32 RGB pixel values in [0, 255] (normalised inside to [-1, 1]). Output: N x
     num_classes logits (class 0 is background in the official 1001-class checkpoints). The backbone at
-    output stride 32 (its parameters are DeepLab's), `layer_19` (official Conv_1, 1x1 to 1280 + BN +
-    ReLU6), global mean, dropout (keep 0.8, training only), `logits` (official Logits/Conv2d_1c_1x1,
-    1x1 with bias). Channels are rounded as slim's classifier does (divisible by 8, at least 8).
+    output stride 32 (its parameters are DeepLab's), the conv def's layers after DeepLab's final end point
+    (MobileNet-v2: `layer_19`, official Conv_1, 1x1 to 1280 + BN + ReLU6; EdgeTPU: none, DeepLab's
+    backbone ends with its Conv_1), global mean, dropout (keep 0.8, training only), `logits` (official
+    Logits/Conv2d_1c_1x1, 1x1 with bias). Channels are rounded as slim's classifier does (divisible by 8,
+    at least 8).
     """
 
-    def __init__(self, num_classes=1001, depth_multiplier=1.0, norm_layer=mobilenet_batch_norm, **kwargs):
+    def __init__(self, num_classes=1001, depth_multiplier=1.0, variant='mobilenet_v2', norm_layer=mobilenet_batch_norm,
+                 **kwargs):
         super().__init__(**kwargs)
-        head = plan_layers('mobilenet_v2', depth_multiplier, 32, 8, 8, last=len(VARIANTS['mobilenet_v2'].layers))
+        whole = plan_layers(variant, depth_multiplier, 32, 8, 8, last=len(variant_of(variant).layers))
+        self.head_layers = []
         with self.name_scope():
-            self.backbone = MobileNetBackbone('mobilenet_v2', depth_multiplier, 32, divisible_by=8, min_depth=8,
+            self.backbone = MobileNetBackbone(variant, depth_multiplier, 32, divisible_by=8, min_depth=8,
                                               norm_layer=norm_layer)
-            self.layer_19 = build_layer(head[-1], norm_layer=norm_layer)
+            for layer in whole[variant_of(variant).final_layer:]:
+                block = build_layer(layer, norm_layer=norm_layer)
+                self.register_child(block, layer.name)
+                self.head_layers.append(block)
             self.dropout = nn.Dropout(1.0 - DROPOUT_KEEP)
-            self.logits = biased_conv(head[-1].channels, num_classes, weight_init=WEIGHT_INIT)
+            self.logits = biased_conv(whole[-1].channels, num_classes, weight_init=WEIGHT_INIT)
 
     def hybrid_forward(self, F, x):
-        features = self.layer_19(self.backbone(normalize_pixels(F, x))[-1])
+        features = self.backbone(normalize_pixels(F, x))[-1]
+        for block in self.head_layers:
+            features = block(features)
         pooled = F.mean(features, axis=(2, 3), keepdims=True)  # official global_pool: a full-size avg_pool
         return F.flatten(self.logits(self.dropout(pooled)))

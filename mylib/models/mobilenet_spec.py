@@ -1,4 +1,4 @@
-"""MobileNet-v2 and MobileNet-v3 (large_seg, small_seg) as DeepLab builds them, as plain data.
+"""MobileNet-v2, MobileNet-v3 (large_seg, small_seg) and EdgeTPU-MobileNet as DeepLab builds them, as plain data.
 
 Plain Python (no mxnet): the network (`mobilenet.py`) and the converter's table
 (`converters/tables/mobilenet.py`) are both generated from what is here.
@@ -11,18 +11,23 @@ rounding, stride and atrous rate of each layer, squeeze-excite width, residual o
 from collections import namedtuple
 
 Layer = namedtuple('Layer', ['op', 'channels', 'kernel', 'stride', 'activation', 'expansion', 'expansion_divisor',
-                             'squeeze_excite'])
+                             'squeeze_excite', 'residual'], defaults=(True,))
 Layer.__doc__ = """One layer of a MobileNet conv def.
 
-op: 'conv' (slim.conv2d + batch norm + activation) or 'expanded_conv' (official `conv_blocks.expanded_conv`:
-    expand 1x1 -> depthwise kernel x kernel -> optional squeeze-excite -> project 1x1, linear).
-channels: output channels before the depth multiplier. kernel: the conv's, or the depthwise conv's.
-stride: the conv's, or the depthwise conv's. activation: 'relu6', 'relu' or 'hard_swish' (of the conv, or
-    of the block's expand and depthwise convs; the projection has none).
-expansion: expanded_conv only, the factor of official `expand_input_by_factor(expansion, expansion_divisor)`:
+op: 'conv' (slim.conv2d + batch norm + activation), 'expanded_conv' (official `conv_blocks.expanded_conv`:
+    expand 1x1 -> depthwise kernel x kernel -> optional squeeze-excite -> project 1x1, linear) or
+    'fused_conv' (official `mobilenet_v3.mbv3_fused`: an expanded_conv without depthwise conv whose expand
+    conv is kernel x kernel and carries the stride -> project 1x1, linear).
+channels: output channels before the depth multiplier. kernel: the conv's, the depthwise conv's, or the
+    fused expand conv's. stride: the conv's, the depthwise conv's, or the fused expand conv's.
+activation: 'relu6', 'relu' or 'hard_swish' (of the conv, or of the block's expand and depthwise convs; the
+    projection has none).
+expansion: expanded_conv and fused_conv, the factor of official `expand_input_by_factor(expansion, expansion_divisor)`:
     the expand conv has make_divisible(in_channels * expansion, expansion_divisor) channels, and exists
     only if that is more than in_channels.
 squeeze_excite: expanded_conv only, the official v3 `_se4` on the depthwise output.
+residual: False where the official conv def says residual=False; otherwise a block adds its input at stride 1
+    with equal channels (official `expanded_conv`).
 """
 
 
@@ -30,8 +35,14 @@ def conv(channels, kernel, stride, activation):
     return Layer('conv', channels, kernel, stride, activation, None, None, False)
 
 
-def expanded_conv(expansion, channels, kernel, stride, activation, squeeze_excite=False, expansion_divisor=8):
-    return Layer('expanded_conv', channels, kernel, stride, activation, expansion, expansion_divisor, squeeze_excite)
+def expanded_conv(expansion, channels, kernel, stride, activation, squeeze_excite=False, expansion_divisor=8,
+                  residual=True):
+    return Layer('expanded_conv', channels, kernel, stride, activation, expansion, expansion_divisor, squeeze_excite,
+                 residual)
+
+
+def fused_conv(expansion, channels, kernel, stride, activation):
+    return Layer('fused_conv', channels, kernel, stride, activation, expansion, 8, False)
 
 
 # official mobilenet_v2.V2_DEF: ReLU6 everywhere, expansion 6, 3x3 depthwise
@@ -97,11 +108,43 @@ MOBILENET_V3_SMALL_SEG = (
     conv(288, 1, 1, 'hard_swish'),                                            # layer_13  Conv_1, _seg: 576 -> 288
 )
 
+# official mobilenet_v3.V3_EDGETPU (feature_extractor.mobilenet_edgetpu, scope MobilenetEdgeTPU): fused convs
+# (mbv3_fused) in the early layers, expanded convs (mbv3_op) after, ReLU everywhere (the conv def's defaults
+# set activation_fn=tf.nn.relu for slim.conv2d inside DeepLab's ReLU6 arg scope; mbv3_op's act=tf.nn.relu).
+# Layer 2 (expansion 1 of 32 channels) has no expand conv: a linear 1x1 projection. Layer 15: residual=False.
+MOBILENET_EDGETPU = (
+    conv(32, 3, 2, 'relu'),                                                   # layer_1  Conv
+    fused_conv(1, 16, 3, 1, 'relu'),                                          # layer_2  no expand conv
+    fused_conv(8, 32, 3, 2, 'relu'),                                          # layer_3
+    fused_conv(4, 32, 3, 1, 'relu'),
+    fused_conv(4, 32, 3, 1, 'relu'),
+    fused_conv(4, 32, 3, 1, 'relu'),
+    fused_conv(8, 48, 3, 2, 'relu'),                                          # layer_7
+    fused_conv(4, 48, 3, 1, 'relu'),
+    fused_conv(4, 48, 3, 1, 'relu'),
+    fused_conv(4, 48, 3, 1, 'relu'),
+    expanded_conv(8, 96, 3, 2, 'relu'),                                       # layer_11
+    expanded_conv(4, 96, 3, 1, 'relu'),
+    expanded_conv(4, 96, 3, 1, 'relu'),
+    expanded_conv(4, 96, 3, 1, 'relu'),
+    expanded_conv(8, 96, 3, 1, 'relu', residual=False),                       # layer_15
+    expanded_conv(4, 96, 3, 1, 'relu'),
+    expanded_conv(4, 96, 3, 1, 'relu'),
+    expanded_conv(4, 96, 3, 1, 'relu'),
+    expanded_conv(8, 160, 5, 2, 'relu'),                                      # layer_19
+    expanded_conv(4, 160, 5, 1, 'relu'),
+    expanded_conv(4, 160, 5, 1, 'relu'),
+    expanded_conv(4, 160, 5, 1, 'relu'),
+    expanded_conv(8, 192, 3, 1, 'relu'),                                      # layer_23
+    conv(1280, 1, 1, 'relu'),                                                 # layer_24 Conv_1: DeepLab's final
+)
+
 Variant = namedtuple('Variant', ['layers', 'final_layer', 'decoder_layers'])
 Variant.__doc__ = """A DeepLab MobileNet backbone (official `feature_extractor.py`).
 
 final_layer: the official final end point (`_MOBILENET_V2_FINAL_ENDPOINT` 'layer_18',
-    `_MOBILENET_V3_LARGE_FINAL_ENDPOINT` 'layer_17', `_MOBILENET_V3_SMALL_FINAL_ENDPOINT` 'layer_13').
+    `_MOBILENET_V3_LARGE_FINAL_ENDPOINT` 'layer_17', `_MOBILENET_V3_SMALL_FINAL_ENDPOINT` 'layer_13',
+    `_MOBILENET_EDGETPU` 'layer_24').
 decoder_layers: {stride: i}, official DECODER_END_POINTS 'layer_<i>/depthwise_output': the output of the
     depthwise conv of that block, after its batch norm and activation, before squeeze-excite.
 """
@@ -110,6 +153,7 @@ VARIANTS = {  # by official model_variant
     'mobilenet_v2': Variant(MOBILENET_V2, 18, {4: 4, 8: 7, 16: 14}),
     'mobilenet_v3_large_seg': Variant(MOBILENET_V3_LARGE_SEG, 17, {4: 4, 8: 7, 16: 13}),
     'mobilenet_v3_small_seg': Variant(MOBILENET_V3_SMALL_SEG, 13, {4: 2, 8: 4, 16: 9}),
+    'mobilenet_edgetpu': Variant(MOBILENET_EDGETPU, 24, {}),  # _MOBILENET_EDGETPU 'layer_24'; no decoder end points
 }
 
 SQUEEZE_FACTOR = 4  # official mobilenet_v3.squeeze_excite: squeeze_factor=4, channels divisible by 8
@@ -189,18 +233,19 @@ def plan_layers(variant, depth_multiplier=1.0, output_stride=16, divisible_by=No
     for index, (layer, (stride, rate)) in enumerate(zip(layers, strides_and_rates(layers, output_stride)), 1):
         channels = make_divisible(layer.channels * depth_multiplier, divisor, min_depth)
         expanded = squeeze = None
-        if layer.op == 'expanded_conv':
+        if layer.op != 'conv':
             inner = make_divisible(in_channels * layer.expansion, layer.expansion_divisor)
             expanded = inner if inner > in_channels else None
             if layer.squeeze_excite:  # on the depthwise output: the expansion, or the input
                 squeeze = make_divisible(max(inner, in_channels) / SQUEEZE_FACTOR, SQUEEZE_DIVISOR)
-        residual = layer.op == 'expanded_conv' and stride == 1 and channels == in_channels
+        if layer.op == 'fused_conv' and ((stride, rate) != (layer.stride, 1) or (stride != 1 and not expanded)):
+            # official mbv3_fused binds its stride into the expand conv and passes it no rate: only the
+            # output strides that leave the fused layers alone (8, 16, 32 for V3_EDGETPU) are the official graph
+            raise ValueError('output_stride %r would change the stride of %s, a fused conv: use 8, 16 or 32'
+                             % (output_stride, 'layer_%d' % index))
+        residual = layer.op != 'conv' and layer.residual and stride == 1 and channels == in_channels
         planned.append(Planned('layer_%d' % index, layer.op, in_channels, expanded, channels, layer.kernel, stride,
                                rate, layer.activation, squeeze, residual))
         in_channels = channels
     return planned
 
-
-def depthwise_channels(layer):
-    """Channels of a planned expanded_conv's depthwise conv (its expansion, or its input)."""
-    return layer.expanded or layer.in_channels

@@ -21,6 +21,7 @@ FAMILIES = {
     'xception_41': 'xception', 'xception_65': 'xception', 'xception_71': 'xception',
     'resnet_v1_50_beta': 'resnet', 'resnet_v1_101_beta': 'resnet',
     'mobilenet_v2': 'mobilenet', 'mobilenet_v3_large_seg': 'mobilenet', 'mobilenet_v3_small_seg': 'mobilenet',
+    'mobilenet_edgetpu': 'mobilenet',
     # PyTorch DeepLabs (converted from .pth files): VoVNet-DeepLabV3's VoVNet, and torchvision's ResNet (its
     # v1.5 bottleneck, 7x7 stem), which VoVNet-DeepLabV3, DeepLab-v3-plus-cityscapes and torchvision share
     'vovnet_39': 'vovnet', 'vovnet_57': 'vovnet', 'resnet_50': 'torch_resnet', 'resnet_101': 'torch_resnet',
@@ -56,6 +57,9 @@ RELEASE_FLAGS = {
     'resnet_v1_101_beta': dict(_XCEPTION_FLAGS, multi_grid=(1, 2, 4)),
     'mobilenet_v2': _XCEPTION_FLAGS,
     'mobilenet_v3_large_seg': _MOBILENET_V3_FLAGS, 'mobilenet_v3_small_seg': _MOBILENET_V3_FLAGS,
+    # model_zoo.md, EdgeTPU-DeepLab: "the same train/eval flags used for MobileNet-v2 DeepLab model" with
+    # --decoder_output_stride='' (none); evaluated at OS32 and OS16
+    'mobilenet_edgetpu': {'output_stride': 16},
 }
 
 
@@ -306,7 +310,8 @@ def release_spec(model_variant, num_classes, depth_multiplier=1.0):
     """The DeepLab network that the official release flags build on a backbone: what training from its
     ImageNet checkpoint makes (model_zoo.md, local_test*.sh). Xception and ResNet: DeepLab v3+ (ASPP 6,12,18
     at OS16, decoder at 4; ResNet with multi-grid 1,2,4); MobileNet-v2: image pooling + 1x1 (no atrous
-    branches, no decoder); MobileNet-v3: the Cityscapes releases' head (OS32, gated image pooling, sum-merge
+    branches, no decoder), and so EdgeTPU-MobileNet (with 128 ASPP filters below depth multiplier 1, as
+    EdgeTPU-DeepLab-slim); MobileNet-v3: the Cityscapes releases' head (OS32, gated image pooling, sum-merge
     decoder at 8 whose output is the logits)."""
     if model_variant not in RELEASE_FLAGS:
         raise ValueError('model_variant %r has no official release head: use one of %s (a PyTorch DeepLab trains '
@@ -322,6 +327,8 @@ def release_spec(model_variant, num_classes, depth_multiplier=1.0):
                          image_se_uses_qsigmoid=flags['image_se_uses_qsigmoid'], **common)
     if model_variant == 'mobilenet_v2':
         return ModelSpec(model_variant, **common)
+    if model_variant == 'mobilenet_edgetpu':  # EdgeTPU-DeepLab-slim (x0.75): --aspp_convs_filters=128
+        return ModelSpec(model_variant, aspp_convs_filters=256 if depth_multiplier == 1.0 else 128, **common)
     return ModelSpec(model_variant, atrous_rates=default_rates(flags['output_stride']),
                      multi_grid=flags.get('multi_grid'), decoder_output_stride=flags['decoder_output_stride'], **common)
 

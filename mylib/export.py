@@ -92,15 +92,61 @@ def fixed_size_subsampling(graph, input_shape):
     return graph
 
 
+def fixed_size_reversed_convolutions(graph, input_shape):
+    """Replace in `graph` each stride-2 convolution of `tf_same.SameStride2Conv2D` (its input and kernel
+    reversed by slices with step -1, its output reversed back) by TF's own form at the known size: the
+    input padded (total (ceil(H / 2) - 1) * 2 + k - H, the smaller half before; the same for W), then
+    the convolution of the kernel as it is without padding. mxnet 1.9's ONNX exporter translates no
+    negative step."""
+    nodes = graph['nodes']
+
+    def reversing(entry):
+        node = nodes[entry[0]]
+        return node['op'] == 'slice' and _steps(node) == '(1,1,-1,-1)'
+
+    found = []
+    for index, node in enumerate(nodes):
+        if node['op'] == 'Convolution' and reversing(node['inputs'][0]) and reversing(node['inputs'][1]):
+            after = [later for later, other in enumerate(nodes) if other['op'] == 'slice'
+                     and _steps(other) == '(1,1,-1,-1)' and other['inputs'][0][0] == index]
+            if len(after) != 1:
+                raise NotImplementedError('%s: a reversed convolution without its restoring slice' % node['name'])
+            found.append((index, after[0]))
+    if not found:
+        return graph
+    shapes = entry_shapes(graph, [nodes[nodes[conv]['inputs'][0][0]]['inputs'][0] for conv, _ in found],
+                          input_shape)
+    moved = {}
+    for (conv, after), (_, _, height, width) in zip(found, shapes):
+        node = nodes[conv]
+        kernel = int(node['attrs']['kernel'].strip('()').split(',')[0])
+        pads = []
+        for size in (height, width):
+            total = max((-(-size // 2) - 1) * 2 + kernel - size, 0)
+            pads += [total // 2, total - total // 2]
+        padding = nodes[node['inputs'][0][0]]
+        padding.update(op='Pad', attrs={'mode': 'constant', 'constant_value': '0',
+                                        'pad_width': str((0, 0, 0, 0) + tuple(pads))})
+        node['inputs'][1] = nodes[node['inputs'][1][0]]['inputs'][0]  # the kernel as it is
+        node['attrs'] = dict(node['attrs'], pad='(0, 0)')
+        moved[after] = conv
+    for node in nodes:  # whatever read the restoring slice reads the convolution
+        node['inputs'] = [[moved.get(entry[0], entry[0])] + list(entry[1:]) for entry in node['inputs']]
+    graph['heads'] = [[moved.get(entry[0], entry[0])] + list(entry[1:]) for entry in graph['heads']]
+    return graph
+
+
 def fixed_size_graph(symbol, input_shape):
     """`symbol` with its size-taking operators replaced by fixed sizes for `input_shape` (NCHW).
 
     `BilinearResize2D(x, like=y, mode='like')` -> `BilinearResize2D(x, height=, width=)` with y's
     height and width; `broadcast_like(x, y)` of a 1 x 1 map -> `tile(x, reps=(1, 1, H, W))` with
-    y's; TF 'SAME' subsampling (`fixed_size_subsampling`) -> one slice with step 2. No replacement
+    y's; TF 'SAME' subsampling (`fixed_size_subsampling`) -> one slice with step 2; TF 'SAME' stride-2
+    convolutions on reversed inputs (`fixed_size_reversed_convolutions`) -> padding + convolution. No replacement
     depends on the batch size; every other node is kept as it is.
     """
-    graph = fixed_size_subsampling(json.loads(symbol.tojson()), input_shape)
+    graph = json.loads(symbol.tojson())
+    graph = fixed_size_subsampling(fixed_size_reversed_convolutions(graph, input_shape), input_shape)
     resizes = [node for node in graph['nodes'] if node['op'] == '_contrib_BilinearResize2D'
                and node.get('attrs', {}).get('mode') == 'like']
     broadcasts = [node for node in graph['nodes'] if node['op'] == 'broadcast_like']

@@ -99,7 +99,8 @@ def test_hybridized_equals_imperative(variant):
 
 
 def tf_same_conv(x, weight, stride):
-    """numpy reference: TF conv2d(padding='SAME') of NCHW `x` with OIHW `weight`, groups = channels if O == 1."""
+    """numpy reference: TF conv2d(padding='SAME') of NCHW `x` with OIHW `weight`: depthwise (groups = channels)
+    if I == 1, else dense."""
     k = weight.shape[-1]
     pads = []
     for n in x.shape[2:]:
@@ -107,19 +108,23 @@ def tf_same_conv(x, weight, stride):
         pads.append((total // 2, total - total // 2))
     padded = np.pad(x, ((0, 0), (0, 0)) + tuple(pads))
     out_h, out_w = (math.ceil(n / stride) for n in x.shape[2:])
-    out = np.zeros((x.shape[0], x.shape[1], out_h, out_w))
+    depthwise = weight.shape[1] == 1
+    out = np.zeros((x.shape[0], weight.shape[0], out_h, out_w))
     for i in range(out_h):
         for j in range(out_w):
             window = padded[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
-            out[:, :, i, j] = (window * weight[:, 0]).sum(axis=(2, 3))
+            out[:, :, i, j] = ((window * weight[:, 0]).sum(axis=(2, 3)) if depthwise
+                               else np.einsum('nchw,ochw->no', window, weight))
     return out
 
 
 @pytest.mark.fast
 @pytest.mark.parametrize('kernel', [3, 5])
-def test_strided_convolution_is_tf_same_at_both_parities(kernel):
-    """Depthwise stride 2 as the official graph: 'SAME' pads (0, 1) (3x3) or (1, 2) (5x5) on even sizes."""
-    conv = MobileConv(4, 4, kernel, stride=2, groups=4)
+@pytest.mark.parametrize('groups', [4, 1])
+def test_strided_convolution_is_tf_same_at_both_parities(kernel, groups):
+    """Stride 2 as the official graph: 'SAME' pads (0, 1) (3x3) or (1, 2) (5x5) on even sizes; depthwise
+    (subsampled from the end) and dense (strided on the reversed input) alike."""
+    conv = MobileConv(4, 4, kernel, stride=2, groups=groups)
     conv.initialize()
     conv.bn.running_mean.set_data(mx.nd.zeros(4))
     conv.bn.running_var.set_data(mx.nd.ones(4) - 1e-3)  # the BN is then the identity

@@ -75,7 +75,8 @@ class ConvBN(nn.HybridBlock):
     weight_init: the convolution's initializer (None: the network's default, slim's Xavier).
     bias: the convolution has a bias (the official graph's have none; DeepLab-v3-plus-cityscapes' head
     has them). relu_slope: the ReLU's negative slope (0: ReLU; 0.01: InPlaceABN's leaky ReLU).
-    padding: zeros on each side (None: the official graph's, `same_padding`).
+    padding: zeros on each side (None: the official graph's, `same_padding`). conv_class: nn.Conv2D or a
+    subclass taking its arguments (`tf_same.SameStride2Conv2D`).
 
     Weight decay as the official training applies it (`wd_mult`): on the convolution weights, except
     depthwise ones (official regularize_depthwise=False); never on batch norm.
@@ -83,11 +84,11 @@ class ConvBN(nn.HybridBlock):
 
     def __init__(self, in_channels, channels, kernel_size=1, stride=1, rate=1, groups=1, relu=True,
                  bn_epsilon=HEAD_BN_EPSILON, norm_layer=batch_norm, weight_init=None, bias=False, relu_slope=0.0,
-                 padding=None, **kwargs):
+                 padding=None, conv_class=nn.Conv2D, **kwargs):
         super().__init__(**kwargs)
         self.relu, self.relu_slope = relu, relu_slope
         with self.name_scope():
-            self.conv = nn.Conv2D(channels, kernel_size, strides=stride,
+            self.conv = conv_class(channels, kernel_size, strides=stride,
                                   padding=same_padding(kernel_size, rate) if padding is None else padding,
                                   dilation=rate, groups=groups, use_bias=bias, in_channels=in_channels,
                                   weight_initializer=weight_init)

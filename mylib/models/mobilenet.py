@@ -14,7 +14,7 @@ from mxnet.gluon import nn
 from .init import TruncatedNormal
 from .layers import BACKBONE_BN_EPSILON, ConvBN, activation, batch_norm, biased_conv, normalize_pixels
 from .mobilenet_spec import plan_layers, variant_of
-from .tf_same import every_second_from_end
+from .tf_same import SameStride2Conv2D, every_second_from_end
 
 WEIGHT_INIT = TruncatedNormal(0.09)  # official mobilenet.training_scope / mobilenet_v2_arg_scope: stddev=0.09
 BN_DECAY = 0.997  # official training_scope(bn_decay=0.997), also DeepLab's mobilenet_v2_arg_scope for v3
@@ -41,8 +41,9 @@ def activate(F, x, kind):
 class MobileConv(ConvBN):
     """Bias-free conv with TF 'SAME' padding at any stride, batch norm, activation (NCHW in, NCHW out).
 
-    A stride-2 conv runs at stride 1 (symmetric padding) and keeps every second row and column counted
-    from the end, before its batch norm: exactly TF's 'SAME' for odd and even sizes alike (`tf_same.py`).
+    A stride-2 depthwise conv runs at stride 1 (symmetric padding) and keeps every second row and column
+    counted from the end, before its batch norm; a dense one (its work would grow 4x) runs at stride 2 on
+    the reversed input (`tf_same.SameStride2Conv2D`): both exactly TF's 'SAME' for odd and even sizes alike.
     Stride-1 convs pad k_eff // 2 on each side, which is 'SAME' for odd kernels at any rate.
     symmetric=True is PyTorch's padding instead (torchvision's MobileNet-v3): k_eff // 2 on each side at
     every stride, the conv itself strided.
@@ -53,14 +54,16 @@ class MobileConv(ConvBN):
         if not symmetric and (stride not in (1, 2) or (stride == 2 and (kernel_size < 3 or rate != 1))):
             raise ValueError('stride %r with kernel %r at rate %r: only stride 1, or stride 2 with an undilated '
                              'kernel of 3 or more' % (stride, kernel_size, rate))
-        super().__init__(in_channels, channels, kernel_size, stride=stride if symmetric else 1, rate=rate,
-                         groups=groups, relu=False, bn_epsilon=BN_EPSILON, norm_layer=norm_layer,
-                         weight_init=WEIGHT_INIT, **kwargs)
-        self.stride, self.activation = 1 if symmetric else stride, activation
+        reversed_stride2 = not symmetric and stride == 2 and groups == 1
+        super().__init__(in_channels, channels, kernel_size, stride=stride if symmetric or reversed_stride2 else 1,
+                         rate=rate, groups=groups, relu=False, bn_epsilon=BN_EPSILON, norm_layer=norm_layer,
+                         weight_init=WEIGHT_INIT, conv_class=SameStride2Conv2D if reversed_stride2 else nn.Conv2D,
+                         **kwargs)
+        self.subsample, self.activation = stride == 2 and not (symmetric or reversed_stride2), activation
 
     def hybrid_forward(self, F, x):
         x = self.conv(x)
-        x = self.bn(every_second_from_end(F, x) if self.stride == 2 else x)
+        x = self.bn(every_second_from_end(F, x) if self.subsample else x)
         return activate(F, x, self.activation)
 
 

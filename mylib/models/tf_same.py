@@ -9,7 +9,15 @@ stride 1 with symmetric padding (k - 1) / 2, then every second row and column ta
 It costs the operator at full resolution (the ResNet root's pool at a 513x513 input: about 60 ms of CPU
 more than a plain stride-2 pool; reversing the full-resolution map instead would cost twice that); use it
 only where the official graph uses 'SAME' with a stride (slim's `conv2d_same` avoids it with explicit padding).
+
+A dense convolution is too costly to run at full resolution (EdgeTPU-MobileNet's 3x3 stride-2 expand convs:
+four times their work). Counted from the end, TF's windows are those of a symmetric stride-2 convolution
+counted from the start, so `SameStride2Conv2D` runs the convolution at stride 2 on the input with its rows
+and columns reversed, with the kernel reversed too (a convolution of reversed data is the reversed
+convolution with the reversed kernel), and reverses the result: three cheap slices instead of 4x the work.
 """
+from mxnet.gluon import nn
+
 ALL = (None, None, None, None)
 
 
@@ -36,3 +44,24 @@ def same_max_pool(F, x, kernel_size=3):
     pad = kernel_size // 2
     pooled = F.Pooling(x, kernel=(kernel_size, kernel_size), stride=(1, 1), pad=(pad, pad), pool_type='max')
     return every_second_from_end(F, pooled)
+
+
+def reversed_rows_and_columns(F, x):
+    """NCHW (or OIHW) `x` with its rows and columns in reverse order: a slice with step -1."""
+    return F.slice(x, begin=ALL, end=ALL, step=(1, 1, -1, -1))
+
+
+class SameStride2Conv2D(nn.Conv2D):
+    """TF conv2d(stride 2, padding 'SAME') with an odd undilated kernel, exact at both input parities.
+
+    Build it as nn.Conv2D with strides=2 and padding kernel // 2 (its parameters are Conv2D's). Output
+    ceil(H / 2) x ceil(W / 2), the windows centred on rows H - 1, H - 3, ... as TF's: the stride-2
+    convolution of the reversed input with the reversed kernel, reversed (see the module's docstring).
+    `mylib.export.fixed_size_graph` turns the three reversing slices into TF's explicit padding at a
+    known size, which ONNX takes.
+    """
+
+    def hybrid_forward(self, F, x, weight, bias=None):
+        flipped = reversed_rows_and_columns
+        args = (flipped(F, x), flipped(F, weight)) + (() if bias is None else (bias,))
+        return flipped(F, F.Convolution(*args, name='fwd', **self._kwargs))

@@ -144,8 +144,10 @@ def _mobilenet_detect(shapes):
     found = mobilenet.detect(shapes)
     if found is None:
         return None
-    return ({'model_variant': found['variant'], 'depth_multiplier': found['depth_multiplier']},
-            found['num_classes'] if found['classifier'] else None)
+    fields = {'model_variant': found['variant'], 'depth_multiplier': found['depth_multiplier']}
+    if found['finegrain']:
+        fields['finegrain_classification_mode'] = True
+    return fields, found['num_classes'] if found['classifier'] else None
 
 
 def _depth(spec):
@@ -160,7 +162,8 @@ FAMILY_TABLES = {
     'mobilenet': FamilyTable(_mobilenet_detect,
                              lambda spec: mobilenet.backbone_rows(spec.model_variant, spec.depth_multiplier,
                                                                   spec.divisible_by),
-                             lambda spec: mobilenet.classifier_rows(spec.depth_multiplier, spec.model_variant)),
+                             lambda spec: mobilenet.classifier_rows(spec.depth_multiplier, spec.model_variant,
+                                                                    spec.finegrain_classification_mode)),
 }
 
 

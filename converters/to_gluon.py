@@ -116,7 +116,8 @@ def convert_h5(h5_path, params_path, progress=True, optimizer_state=False, flags
         'not_recorded_in_checkpoint': notes,
         'source': str(attributes.get('source', os.path.abspath(h5_path))),
         'source_files': json.loads(attributes.get('source_files', '[]')),
-        'tensors': _tensor_counts(len(table), skipped, json.loads(attributes.get('skipped', '{}'))),
+        'tensors': _tensor_counts(len(table), _name_counts(json.loads(attributes.get('skipped', '{}'))),
+                                  _name_counts(skipped)),
         'parameters': len(arrays),
         'values': int(sum(array.size for array in arrays.values())),
         'converter_version': CONVERTER_VERSION,
@@ -179,7 +180,6 @@ def convert_state_dict(pth_path, params_path, progress=True):
     with atomic_path(params_path) as temporary:
         mx.nd.save(temporary, arrays)
         model.load_parameters(temporary)  # proves the file loads as it is, strictly
-    skipped_in_reading = {reason: [None] * count for reason, count in info['skipped'].items() if count}
     metadata = {
         'kind': spec.task,
         'num_classes': spec.num_classes,
@@ -190,7 +190,8 @@ def convert_state_dict(pth_path, params_path, progress=True):
         'source': os.path.abspath(pth_path),
         'source_files': [{'path': os.path.abspath(pth_path), 'sha256': sha256_of(pth_path)}],
         'pytorch_file': {name: info[name] for name in ('format', 'wrapper', 'prefix')},
-        'tensors': _tensor_counts(len(table), skipped, skipped_in_reading),
+        'tensors': _tensor_counts(len(table), {reason: count for reason, count in info['skipped'].items() if count},
+                                  _name_counts(skipped)),
         'parameters': len(arrays),
         'values': int(sum(array.size for array in arrays.values())),
         'converter_version': CONVERTER_VERSION,
@@ -222,10 +223,15 @@ def map_momenta(slots, table, expected, h5_path):
     return momenta
 
 
-def _tensor_counts(converted, skipped_here, skipped_in_reading):
-    """{'read', 'converted', 'skipped': {reason: count}} over both stages."""
+def _name_counts(names_by_reason):
+    """{reason: count} of {reason: [names]}."""
+    return {reason: len(names) for reason, names in names_by_reason.items()}
+
+
+def _tensor_counts(converted, *skipped_by_stage):
+    """{'read', 'converted', 'skipped': {reason: count}} over the stages' {reason: count} (reading first)."""
     skipped = {}
-    for group in (skipped_in_reading, skipped_here):
-        for reason, names in group.items():
-            skipped[reason] = skipped.get(reason, 0) + len(names)
+    for counts in skipped_by_stage:
+        for reason, count in counts.items():
+            skipped[reason] = skipped.get(reason, 0) + count
     return {'read': converted + sum(skipped.values()), 'converted': converted, 'skipped': skipped}

@@ -70,14 +70,8 @@ def fixed_size_subsampling(graph, input_shape):
     -2 then -1: rows H - 1, H - 3, ... whatever H's parity) by the one slice with step 2 that takes the same
     rows at the known size, from (H - 1) % 2: mxnet 1.9's ONNX exporter translates no negative step."""
     nodes = graph['nodes']
-    pairs = []
-    for index, node in enumerate(nodes):
-        if node['op'] == 'slice' and _steps(node) == '(1,1,-2,-2)':
-            restore = [later for later, other in enumerate(nodes) if other['op'] == 'slice'
-                       and _steps(other) == '(1,1,-1,-1)' and other['inputs'][0][0] == index]
-            if len(restore) != 1:
-                raise NotImplementedError('%s: a step -2 slice without its restoring slice' % node['name'])
-            pairs.append((index, restore[0]))
+    pairs = [(index, _restoring_slice(nodes, index, 'a step -2 slice')) for index, node in enumerate(nodes)
+             if node['op'] == 'slice' and _steps(node) == '(1,1,-2,-2)']
     if not pairs:
         return graph
     shapes = entry_shapes(graph, [nodes[first]['inputs'][0] for first, _ in pairs], input_shape)
@@ -86,7 +80,21 @@ def fixed_size_subsampling(graph, input_shape):
         nodes[first]['attrs'] = {'begin': str((None, None, (height - 1) % 2, (width - 1) % 2)),
                                  'end': str((None, None, None, None)), 'step': str((1, 1, 2, 2))}
         moved[restore] = first
-    for node in nodes:  # whatever read the restoring slice reads the single one
+    return _bypass(graph, moved)  # whatever read the restoring slice reads the single one
+
+
+def _restoring_slice(nodes, index, what):
+    """The index of the one slice with step -1 that reads node `index` (NotImplementedError naming `what`)."""
+    found = [later for later, other in enumerate(nodes) if other['op'] == 'slice'
+             and _steps(other) == '(1,1,-1,-1)' and other['inputs'][0][0] == index]
+    if len(found) != 1:
+        raise NotImplementedError('%s: %s without its restoring slice' % (nodes[index]['name'], what))
+    return found[0]
+
+
+def _bypass(graph, moved):
+    """`graph` with every input (and head) that read node `old` reading node `moved[old]` instead."""
+    for node in graph['nodes']:
         node['inputs'] = [[moved.get(entry[0], entry[0])] + list(entry[1:]) for entry in node['inputs']]
     graph['heads'] = [[moved.get(entry[0], entry[0])] + list(entry[1:]) for entry in graph['heads']]
     return graph
@@ -104,14 +112,8 @@ def fixed_size_reversed_convolutions(graph, input_shape):
         node = nodes[entry[0]]
         return node['op'] == 'slice' and _steps(node) == '(1,1,-1,-1)'
 
-    found = []
-    for index, node in enumerate(nodes):
-        if node['op'] == 'Convolution' and reversing(node['inputs'][0]) and reversing(node['inputs'][1]):
-            after = [later for later, other in enumerate(nodes) if other['op'] == 'slice'
-                     and _steps(other) == '(1,1,-1,-1)' and other['inputs'][0][0] == index]
-            if len(after) != 1:
-                raise NotImplementedError('%s: a reversed convolution without its restoring slice' % node['name'])
-            found.append((index, after[0]))
+    found = [(index, _restoring_slice(nodes, index, 'a reversed convolution')) for index, node in enumerate(nodes)
+             if node['op'] == 'Convolution' and reversing(node['inputs'][0]) and reversing(node['inputs'][1])]
     if not found:
         return graph
     shapes = entry_shapes(graph, [nodes[nodes[conv]['inputs'][0][0]]['inputs'][0] for conv, _ in found],
@@ -119,7 +121,12 @@ def fixed_size_reversed_convolutions(graph, input_shape):
     moved = {}
     for (conv, after), (_, _, height, width) in zip(found, shapes):
         node = nodes[conv]
-        kernel = int(node['attrs']['kernel'].strip('()').split(',')[0])
+        attrs = {name: node['attrs'].get(name, '').replace(' ', '') for name in ('kernel', 'stride', 'pad', 'dilate')}
+        kernel = int(attrs['kernel'].strip('()').split(',')[0])
+        if attrs != {'kernel': '(%d,%d)' % (kernel, kernel), 'stride': '(2,2)', 'pad': '(%d,%d)' % ((kernel // 2,) * 2),
+                     'dilate': attrs['dilate'] if attrs['dilate'] in ('', '(1,1)') else None}:
+            raise NotImplementedError('%s: a reversed convolution that is not SameStride2Conv2D\'s (%s)'
+                                      % (node['name'], attrs))
         pads = []
         for size in (height, width):
             total = max((-(-size // 2) - 1) * 2 + kernel - size, 0)
@@ -130,10 +137,7 @@ def fixed_size_reversed_convolutions(graph, input_shape):
         node['inputs'][1] = nodes[node['inputs'][1][0]]['inputs'][0]  # the kernel as it is
         node['attrs'] = dict(node['attrs'], pad='(0, 0)')
         moved[after] = conv
-    for node in nodes:  # whatever read the restoring slice reads the convolution
-        node['inputs'] = [[moved.get(entry[0], entry[0])] + list(entry[1:]) for entry in node['inputs']]
-    graph['heads'] = [[moved.get(entry[0], entry[0])] + list(entry[1:]) for entry in graph['heads']]
-    return graph
+    return _bypass(graph, moved)  # whatever read the restoring slice reads the convolution
 
 
 def fixed_size_graph(symbol, input_shape):

@@ -213,18 +213,22 @@ def test_fused_layers_refuse_an_output_stride_that_moves_their_stride():
 
 @pytest.mark.fast
 @pytest.mark.parametrize('depth_multiplier', [1.0, 0.5])
-@pytest.mark.parametrize('variant', VARIANT_NAMES + ['classifier', 'edgetpu_classifier'])
-def test_every_parameter_has_one_row_and_the_shapes_agree(variant, depth_multiplier):
-    if variant.endswith('classifier'):
-        backbone = 'mobilenet_edgetpu' if variant.startswith('edgetpu') else 'mobilenet_v2'
-        net = MobileNetClassifier(1001, depth_multiplier, backbone)
-        found = tables.classifier_entries(depth_multiplier, 1001, backbone)
+@pytest.mark.parametrize('variant, classifier', [(name, None) for name in VARIANT_NAMES] + [
+    ('mobilenet_v2', 'plain'), ('mobilenet_v2', 'finegrain'), ('mobilenet_edgetpu', 'plain'),
+    ('mobilenet_edgetpu', 'finegrain')])
+def test_every_parameter_has_one_row_and_the_shapes_agree(variant, classifier, depth_multiplier):
+    if classifier:
+        finegrain = classifier == 'finegrain'
+        net = MobileNetClassifier(1001, depth_multiplier, variant, finegrain=finegrain)
+        found = tables.classifier_entries(depth_multiplier, 1001, variant, finegrain)
+        rows = tables.classifier_rows(depth_multiplier, variant, finegrain)
     else:
         net = MobileNetBackbone(variant, depth_multiplier, output_stride=8)
         found = tables.entries(plan_layers(variant, depth_multiplier, 32), tables.SCOPES[variant])
-    rows = [entry[:3] for entry in found]
-    assert rows == (tables.classifier_rows(depth_multiplier, backbone) if variant.endswith('classifier')
-                    else tables.backbone_rows(variant, depth_multiplier))
+        rows = tables.backbone_rows(variant, depth_multiplier)
+    assert rows == [entry[:3] for entry in found]
+    if classifier == 'finegrain' and depth_multiplier < 1:  # slim's finegrain_classification_mode
+        assert found[-1][3] == (1, 1, 1280, 1001)
     params = net._collect_params_with_prefix()
     table = tensor_table(rows)
     assert sorted(gluon for gluon, _ in table.values()) == sorted(params)
@@ -238,10 +242,11 @@ def test_every_parameter_has_one_row_and_the_shapes_agree(variant, depth_multipl
 @pytest.mark.fast
 @pytest.mark.parametrize('name, expected', [
     ('mnv2_imagenet1001', {'variant': 'mobilenet_v2', 'depth_multiplier': 1.0, 'classifier': True,
-                           'num_classes': 1001}),
-    ('mnv2_voc21', {'variant': 'mobilenet_v2', 'depth_multiplier': 1.0, 'classifier': False, 'num_classes': None}),
+                           'num_classes': 1001, 'finegrain': False}),
+    ('mnv2_voc21', {'variant': 'mobilenet_v2', 'depth_multiplier': 1.0, 'classifier': False, 'num_classes': None,
+                    'finegrain': False}),
     ('mnv3l_city19', {'variant': 'mobilenet_v3_large_seg', 'depth_multiplier': 1.0, 'classifier': False,
-                      'num_classes': None}),
+                      'num_classes': None, 'finegrain': False}),
     ('x71_dpc_cityscapes19', None),
 ])
 def test_detect_reads_the_reference_manifests(name, expected):
@@ -255,6 +260,11 @@ def test_detect_reads_the_reference_manifests(name, expected):
         assert all(tuple(shapes[n]) == tuple(s) for n, s in manifest_shapes(name).items() if n in table)
 
 
+def _weight_shapes_of(found):
+    return {'%s/%s' % (scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
+            for scope, _, kind, shape in found}
+
+
 @pytest.mark.fast
 def test_detect_finds_the_depth_multiplier_and_refuses_other_shapes():
     for variant in VARIANT_NAMES:
@@ -262,7 +272,12 @@ def test_detect_finds_the_depth_multiplier_and_refuses_other_shapes():
         shapes = {'%s/%s' % (scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
                   for scope, _, kind, shape in found}
         assert tables.detect(shapes) == {'variant': variant, 'depth_multiplier': 0.5, 'classifier': False,
-                                         'num_classes': None}
+                                         'num_classes': None, 'finegrain': False}
+    for variant, multiplier in (('mobilenet_v2', 0.5), ('mobilenet_v2', 0.35), ('mobilenet_edgetpu', 0.75)):
+        # slim's mobilenet_v2_050 / _035 and mobilenet_v3.edge_tpu_075 keep Conv_1 at 1280 channels
+        shapes = _weight_shapes_of(tables.classifier_entries(multiplier, 1001, variant, finegrain=True))
+        assert tables.detect(shapes) == {'variant': variant, 'depth_multiplier': multiplier, 'classifier': True,
+                                         'num_classes': 1001, 'finegrain': True}
     shapes = manifest_shapes('mnv3l_city19')
     shapes['MobilenetV3/expanded_conv_12/project/weights'] = (1, 1, 336, 160)  # V3_LARGE without _seg halving
     with pytest.raises(ConversionError, match='expanded_conv_12/project/weights'):

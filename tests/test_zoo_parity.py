@@ -17,8 +17,10 @@ from helpers import ZOO_REFERENCES, zoo_input, zoo_root
 
 import mylib
 from converters.mapping import detect_model, skip_reason, table_for, to_gluon_layout
+from mylib.inference import LogitsRunner
 from mylib.models import ModelSpec, build_network
 from mylib.models.heads import q_sigmoid
+from mylib.models.spec import RELEASE_FLAGS
 from mylib.models.taps import record
 from mylib.weights import read_metadata
 
@@ -43,17 +45,23 @@ def upsample(logits_nhwc, crop):
 def test_segmentation_matches_official_graph(zoo_params, folder):
     settings = config(folder)
     net = mylib.load_model(str(zoo_params[folder][0]), output_stride=settings['output_stride'])
+    runner = LogitsRunner(mylib.load_model(str(zoo_params[folder][0]), output_stride=settings['output_stride']))
     net.hybridize(static_alloc=True, static_shape=True)
     crop = settings['crop_size']
     for photo in settings['images']:
         official = dict(np.load(zoo_root(folder) / folder / (photo + '.npz')))
-        logits = net(zoo_input(official['input_uint8'], crop)).asnumpy()
+        x = zoo_input(official['input_uint8'], crop)
+        logits = net(x).asnumpy()
         expected = upsample(official['merged_logits'], crop)
         assert logits.shape == expected.shape, photo
         scale = np.abs(expected).max()
         assert np.abs(logits - expected).max() <= LOGIT_TOLERANCE * scale, photo
         agreement = (logits.argmax(1) == official['labels']).mean()
         assert agreement >= LABEL_AGREEMENT, '%s: labels agree on %.4f %%' % (photo, 100 * agreement)
+        # the scripts' path (oneDNN-fused: batch norms folded into the convolutions), before the upsampling
+        merged, official_merged = runner(x).asnumpy(), official['merged_logits'].transpose(0, 3, 1, 2)
+        assert merged.shape == official_merged.shape, photo
+        assert np.abs(merged - official_merged).max() <= LOGIT_TOLERANCE * np.abs(official_merged).max(), photo
 
 
 @pytest.mark.parametrize('folder', sorted(CLASSIFIERS))
@@ -87,7 +95,8 @@ def test_detection_from_names_and_shapes_and_every_tensor_mapped(folder):
     spec, _ = detect_model(shapes)
     if folder in CLASSIFIERS:
         assert (spec.task, spec.model_variant, spec.num_classes) == ('classification', CLASSIFIERS[folder], 1001)
-    else:  # the output stride is not in a checkpoint: the configuration's is the official flag's
+    else:  # a checkpoint has no output stride: the release flags' (also the configuration's but for two of ours)
+        assert spec.output_stride == RELEASE_FLAGS[spec.model_variant]['output_stride']
         assert spec.with_output_stride(config(folder)['output_stride']) == ModelSpec.from_model_options(
             config(folder)['model_options'])
     table = table_for(spec)
@@ -107,6 +116,7 @@ def test_converter_finds_the_official_model_options(zoo_params, folder):
     if folder in CLASSIFIERS:
         assert (spec.task, spec.model_variant, spec.num_classes) == ('classification', CLASSIFIERS[folder], 1001)
     else:
+        assert spec.output_stride == RELEASE_FLAGS[spec.model_variant]['output_stride']
         assert spec.with_output_stride(settings['output_stride']) == ModelSpec.from_model_options(
             settings['model_options'])
     assert spec.describe() in stdout and 'mylib.load_model' in stdout

@@ -1,5 +1,5 @@
 """Official TF names of the DeepLab MobileNets (mobilenet_v2, mobilenet_v3_large_seg, mobilenet_v3_small_seg,
-mobilenet_edgetpu) and of the slim MobileNet-v2 ImageNet classifier, with their Gluon blocks.
+mobilenet_edgetpu) and of the slim MobileNet-v2 and EdgeTPU ImageNet classifiers, with their Gluon blocks.
 
 Rows are (TF scope, Gluon block, kind) as in `converters.mapping` (kinds of `mapping.LAYER_TENSORS`:
 'conv_bn' = weights + BatchNorm/{gamma, beta, moving_mean, moving_variance}; 'depthwise_bn' =
@@ -15,7 +15,7 @@ which imports the networks.
 from mylib.errors import ConversionError
 from mylib.models.mobilenet_spec import VARIANTS, plan_layers
 
-# official feature_extractor.name_scope; the slim classifier uses 'MobilenetV2' too
+# official feature_extractor.name_scope; the slim classifiers use 'MobilenetV2' and 'MobilenetEdgeTPU' too
 SCOPES = {'mobilenet_v2': 'MobilenetV2', 'mobilenet_v3_large_seg': 'MobilenetV3',
           'mobilenet_v3_small_seg': 'MobilenetV3', 'mobilenet_edgetpu': 'MobilenetEdgeTPU'}
 # slim's default variable scopes, numbered in order of creation: Conv, Conv_1, ...; expanded_conv, expanded_conv_1,
@@ -23,6 +23,7 @@ SCOPES = {'mobilenet_v2': 'MobilenetV2', 'mobilenet_v3_large_seg': 'MobilenetV3'
 OP_SCOPES = {'conv': 'Conv', 'expanded_conv': 'expanded_conv', 'fused_conv': 'expanded_conv'}
 LOGITS = 'Logits/Conv2d_1c_1x1'  # official mobilenet.mobilenet: the legacy scope of the logits
 CLASSIFIERS = ('mobilenet_v2', 'mobilenet_edgetpu')  # the slim ImageNet classifiers (mobilenet_v3.edge_tpu)
+PUBLISHED_MULTIPLIERS = (1.0, 0.75, 0.5, 0.35, 1.3, 1.4)  # of the slim and DeepLab MobileNet checkpoints
 CLASSIFIER_ROUNDING = (8, 8)  # the slim classifier: depth_multiplier's defaults divisible_by=8, min_depth=8
 
 
@@ -67,11 +68,12 @@ def backbone_rows(variant='mobilenet_v2', depth_multiplier=1.0, divisible_by=Non
     return [entry[:3] for entry in entries(planned, SCOPES[variant])]
 
 
-def classifier_entries(depth_multiplier=1.0, num_classes=1001, variant='mobilenet_v2'):
+def classifier_entries(depth_multiplier=1.0, num_classes=1001, variant='mobilenet_v2', finegrain=False):
     """`entries` of `MobileNetClassifier`: backbone (under 'backbone.'), the conv def's layers after DeepLab's
     final end point (MobileNet-v2's `layer_19`, official Conv_1), `logits`."""
     final = VARIANTS[variant].final_layer
-    planned = plan_layers(variant, depth_multiplier, 32, *CLASSIFIER_ROUNDING, last=len(VARIANTS[variant].layers))
+    planned = plan_layers(variant, depth_multiplier, 32, *CLASSIFIER_ROUNDING, last=len(VARIANTS[variant].layers),
+                          finegrain=finegrain)
     found = entries(planned, SCOPES[variant])
     in_backbone = len(entries(planned[:final], SCOPES[variant]))
     found = [(tf_scope, 'backbone.' + block if index < in_backbone else block, kind, shape)
@@ -80,9 +82,9 @@ def classifier_entries(depth_multiplier=1.0, num_classes=1001, variant='mobilene
     return found + [logits]
 
 
-def classifier_rows(depth_multiplier=1.0, variant='mobilenet_v2'):
+def classifier_rows(depth_multiplier=1.0, variant='mobilenet_v2', finegrain=False):
     """Rows of `MobileNetClassifier`: backbone (under 'backbone.'), the layers after it, and the logits."""
-    return [entry[:3] for entry in classifier_entries(depth_multiplier, variant=variant)]
+    return [entry[:3] for entry in classifier_entries(depth_multiplier, variant=variant, finegrain=finegrain)]
 
 
 def _variant_in(shapes):
@@ -97,14 +99,22 @@ def _variant_in(shapes):
     return None
 
 
-def detect(shapes):
-    """{'variant', 'depth_multiplier', 'classifier', 'num_classes'} of a MobileNet checkpoint, else None.
+def _weight_shapes(found):
+    """{TF weights name: shape} of `entries`."""
+    return {'%s/%s' % (tf_scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
+            for tf_scope, _, kind, shape in found}
 
-    shapes: {TF name: shape} of its model tensors. variant: official model_variant. classifier: the slim
-    ImageNet classifier (`MobilenetV2/Logits/...`; num_classes its size) rather than a DeepLab backbone.
-    The depth multiplier is read from the width of DeepLab's final layer and checked against the shape of
-    every weight; a MobileNet whose shapes fit no multiplier (another conv def, a v3 classifier) raises
-    ConversionError naming a tensor.
+
+def detect(shapes):
+    """{'variant', 'depth_multiplier', 'classifier', 'num_classes', 'finegrain'} of a MobileNet checkpoint,
+    else None.
+
+    shapes: {TF name: shape} of its model tensors. variant: official model_variant. classifier: a slim
+    ImageNet classifier (`<scope>/Logits/...`; num_classes its size) rather than a DeepLab backbone;
+    finegrain: its Conv_1 keeps 1280 channels below multiplier 1 (slim's finegrain_classification_mode).
+    The depth multiplier is read from the width of DeepLab's final layer, else one of the published ones
+    (`PUBLISHED_MULTIPLIERS`), and checked against the shape of every weight; a MobileNet whose shapes fit
+    none (another conv def, a v3 classifier) raises ConversionError naming a tensor.
     """
     variant = _variant_in(shapes)
     if variant is None:
@@ -114,16 +124,19 @@ def detect(shapes):
     classifier = variant in CLASSIFIERS and logits is not None
     final = entries(plan_layers(variant, 1.0, 32), scope)[-1]  # the final layer's last conv (v2: a projection)
     width = shapes.get(final[0] + '/weights', (None,))[-1]
-    candidates = [width / final[3][-1], round(width / final[3][-1], 2)] if width else [1.0]
-    for multiplier in candidates:
-        found = classifier_entries(multiplier, int(logits[-1]), variant) if classifier else \
-            entries(plan_layers(variant, multiplier, 32), scope)
-        expected = {'%s/%s' % (tf_scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
-                    for tf_scope, _, kind, shape in found}
+    read = [width / final[3][-1], round(width / final[3][-1], 2)] if width else []
+    candidates = [(multiplier, finegrain) for multiplier in dict.fromkeys(read + list(PUBLISHED_MULTIPLIERS))
+                  for finegrain in ((False, True) if classifier and multiplier < 1 else (False,))]
+    first_mismatch = None
+    for multiplier, finegrain in candidates:
+        expected = _weight_shapes(classifier_entries(multiplier, int(logits[-1]), variant, finegrain) if classifier
+                                  else entries(plan_layers(variant, multiplier, 32), scope))
         mismatch = next((name for name, shape in expected.items() if tuple(shapes.get(name, ())) != shape), None)
         if mismatch is None:
             return {'variant': variant, 'depth_multiplier': multiplier, 'classifier': classifier,
-                    'num_classes': int(logits[-1]) if classifier else None}
+                    'num_classes': int(logits[-1]) if classifier else None, 'finegrain': finegrain}
+        first_mismatch = first_mismatch or (mismatch, expected[mismatch])
+    mismatch, wanted = first_mismatch
     raise ConversionError('%s checkpoint that is not %s (%d layers) at any depth multiplier: %s is %s, expected %s'
                           % (scope, variant, spec.final_layer, mismatch, tuple(shapes.get(mismatch, ())) or 'missing',
-                             expected[mismatch]))
+                             wanted))

@@ -85,7 +85,8 @@ def _resnet_classifier(spec, norm_layer):
 def _mobilenet_classifier(spec, norm_layer):
     if spec.model_variant not in ('mobilenet_v2', 'mobilenet_edgetpu'):
         raise ValueError('%s has no ImageNet classifier in the official releases' % spec.model_variant)
-    return MobileNetClassifier(spec.num_classes, spec.depth_multiplier, spec.model_variant, norm_layer=norm_layer)
+    return MobileNetClassifier(spec.num_classes, spec.depth_multiplier, spec.model_variant, norm_layer=norm_layer,
+                               finegrain=spec.finegrain_classification_mode)
 
 
 CLASSIFIERS = {'xception': _xception_classifier, 'resnet': _resnet_classifier, 'mobilenet': _mobilenet_classifier}

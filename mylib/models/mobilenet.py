@@ -2,10 +2,11 @@
 slim MobileNet-v2 and EdgeTPU ImageNet classifiers, as Gluon blocks.
 
 The layers are data (`mobilenet_spec.py`, official slim `mobilenet_v2.V2_DEF` / `mobilenet_v3.V3_LARGE`,
-`V3_SMALL` with DeepLab's `_seg` changes, `V3_EDGETPU`); `plan_layers` resolves channels, strides and rates, and the
-blocks here only build what it says. Children are named after the official end points: `layer_1` (the
-stem conv) ... `layer_18`; an expanded conv has `expand` (absent in the first block), `depthwise`,
-`squeeze_excite` (v3 only, with `squeeze` and `excite`) and `project`, as the official scopes.
+`V3_SMALL` with DeepLab's `_seg` changes, `V3_EDGETPU`); `plan_layers` resolves channels, strides and
+rates, and the blocks here only build what it says. Children are named after the official end points:
+`layer_1` (the stem conv) ... `layer_18` (v2; EdgeTPU: `layer_24`); an expanded conv has `expand` (absent
+where the expansion adds no channels), `depthwise` (absent in EdgeTPU's fused convs), `squeeze_excite`
+(v3 only, with `squeeze` and `excite`) and `project`, as the official scopes.
 """
 import functools
 
@@ -51,8 +52,9 @@ class MobileConv(ConvBN):
 
     def __init__(self, in_channels, channels, kernel_size=1, stride=1, rate=1, groups=1, activation=None,
                  norm_layer=mobilenet_batch_norm, symmetric=False, **kwargs):
-        if not symmetric and (stride not in (1, 2) or (stride == 2 and (kernel_size < 3 or rate != 1))):
-            raise ValueError('stride %r with kernel %r at rate %r: only stride 1, or stride 2 with an undilated '
+        if not symmetric and (stride not in (1, 2) or (stride == 2 and (kernel_size < 3 or kernel_size % 2 == 0
+                                                                        or rate != 1))):
+            raise ValueError('stride %r with kernel %r at rate %r: only stride 1, or stride 2 with an undilated odd '
                              'kernel of 3 or more' % (stride, kernel_size, rate))
         reversed_stride2 = not symmetric and stride == 2 and groups == 1
         super().__init__(in_channels, channels, kernel_size, stride=stride if symmetric or reversed_stride2 else 1,
@@ -150,10 +152,11 @@ class MobileNetBackbone(nn.HybridBlock):
     features are at the output stride (as the official end point is).
     Attributes: `channels` (final), `tap_channels` ({stride: channels} of `taps`), `layers` (the blocks).
     norm_layer: `norm_layer(in_channels=..., epsilon=...)`; the default has the official decay 0.997.
+    finegrain: an ImageNet classifier's backbone in slim's finegrain mode (`plan_layers`; EdgeTPU's Conv_1).
     """
 
     def __init__(self, variant='mobilenet_v2', depth_multiplier=1.0, output_stride=16, taps=(), divisible_by=None,
-                 min_depth=None, norm_layer=mobilenet_batch_norm, **kwargs):
+                 min_depth=None, norm_layer=mobilenet_batch_norm, finegrain=False, **kwargs):
         super().__init__(**kwargs)
         decoder_layers = variant_of(variant).decoder_layers
         unknown = [stride for stride in taps if stride not in decoder_layers]
@@ -162,7 +165,7 @@ class MobileNetBackbone(nn.HybridBlock):
                              % (variant, sorted(decoder_layers), unknown))
         self.variant, self.output_stride, self.taps = variant, output_stride, tuple(taps)
         self.tap_layers = {stride: 'layer_%d' % decoder_layers[stride] for stride in self.taps}
-        self.plan = plan_layers(variant, depth_multiplier, output_stride, divisible_by, min_depth)
+        self.plan = plan_layers(variant, depth_multiplier, output_stride, divisible_by, min_depth, finegrain=finegrain)
         self.layers = []
         with self.name_scope():
             for layer in self.plan:
@@ -193,17 +196,18 @@ class MobileNetClassifier(nn.HybridBlock):
     (MobileNet-v2: `layer_19`, official Conv_1, 1x1 to 1280 + BN + ReLU6; EdgeTPU: none, DeepLab's
     backbone ends with its Conv_1), global mean, dropout (keep 0.8, training only), `logits` (official
     Logits/Conv2d_1c_1x1, 1x1 with bias). Channels are rounded as slim's classifier does (divisible by 8,
-    at least 8).
+    at least 8); finegrain: Conv_1 keeps 1280 channels below multiplier 1 (`plan_layers`).
     """
 
     def __init__(self, num_classes=1001, depth_multiplier=1.0, variant='mobilenet_v2', norm_layer=mobilenet_batch_norm,
-                 **kwargs):
+                 finegrain=False, **kwargs):
         super().__init__(**kwargs)
-        whole = plan_layers(variant, depth_multiplier, 32, 8, 8, last=len(variant_of(variant).layers))
+        whole = plan_layers(variant, depth_multiplier, 32, 8, 8, last=len(variant_of(variant).layers),
+                            finegrain=finegrain)
         self.head_layers = []
         with self.name_scope():
             self.backbone = MobileNetBackbone(variant, depth_multiplier, 32, divisible_by=8, min_depth=8,
-                                              norm_layer=norm_layer)
+                                              norm_layer=norm_layer, finegrain=finegrain)
             for layer in whole[variant_of(variant).final_layer:]:
                 block = build_layer(layer, norm_layer=norm_layer)
                 self.register_child(block, layer.name)

@@ -4,7 +4,7 @@ Plain Python (no mxnet): the network (`mobilenet.py`) and the converter's table
 (`converters/tables/mobilenet.py`) are both generated from what is here.
 
 A table lists the layers of the official conv defs (slim `mobilenet_v2.V2_DEF`, `mobilenet_v3.V3_LARGE`,
-`V3_SMALL`) in order; layer i (from 1) is the official end point `layer_<i>`. `plan_layers` turns a
+`V3_SMALL`, `V3_EDGETPU`) in order; layer i (from 1) is the official end point `layer_<i>`. `plan_layers` turns a
 table, a depth multiplier and an output stride into the concrete layers: channels after the official
 rounding, stride and atrous rate of each layer, squeeze-excite width, residual or not.
 """
@@ -219,19 +219,23 @@ squeeze-excite bottleneck, or None. residual: input added to the output (officia
 """
 
 
-def plan_layers(variant, depth_multiplier=1.0, output_stride=16, divisible_by=None, min_depth=None, last=None):
+def plan_layers(variant, depth_multiplier=1.0, output_stride=16, divisible_by=None, min_depth=None, last=None,
+                finegrain=False):
     """[Planned] of the layers of `variant` up to layer `last` (default: DeepLab's final end point).
 
     divisible_by / min_depth: see `channel_rounding` (None: DeepLab's feature extractor; the slim
     classifier passes 8, 8). Channels: official `depth_multiplier`, make_divisible(channels * multiplier,
     divisible_by, min_depth); expansions and squeeze-excite widths are rounded to 8 whatever the multiplier.
+    finegrain: slim's finegrain_classification_mode below multiplier 1: the conv def's last layer keeps its
+    channels (v2 divides them by the multiplier before it multiplies, v3 does not multiply them: the same).
     """
     spec = variant_of(variant)
     divisor, min_depth = channel_rounding(variant, depth_multiplier, divisible_by, min_depth)
     layers = spec.layers[:last or spec.final_layer]
     planned, in_channels = [], 3
     for index, (layer, (stride, rate)) in enumerate(zip(layers, strides_and_rates(layers, output_stride)), 1):
-        channels = make_divisible(layer.channels * depth_multiplier, divisor, min_depth)
+        kept = finegrain and depth_multiplier < 1 and index == len(spec.layers)
+        channels = layer.channels if kept else make_divisible(layer.channels * depth_multiplier, divisor, min_depth)
         expanded = squeeze = None
         if layer.op != 'conv':
             inner = make_divisible(in_channels * layer.expansion, layer.expansion_divisor)

@@ -91,6 +91,8 @@ class ModelSpec:
     (torchvision's ResNet). aspp_projection_padding: zeros around the input of the ASPP's 1x1 projection
     (DeepLab-v3-plus-cityscapes' conv_out keeps ConvBNReLU's default padding=1: its output is 2 pixels
     larger, a border that the decoder's resize spreads over the skip's grid).
+    finegrain_classification_mode: a slim MobileNet ImageNet classifier whose last conv (Conv_1) keeps its
+    1280 channels below depth multiplier 1 (slim's mobilenet_v2_050/_035 and mobilenet_v3.edge_tpu_075).
     """
     model_variant: str
     num_classes: int
@@ -122,6 +124,7 @@ class ModelSpec:
     logits_bias: bool = True
     first_unit_dilated: bool = False
     aspp_projection_padding: int = 0
+    finegrain_classification_mode: bool = False
 
     def __post_init__(self):
         for name in ('atrous_rates', 'image_pooling_crop_size', 'image_pooling_stride', 'multi_grid',

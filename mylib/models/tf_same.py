@@ -61,6 +61,14 @@ class SameStride2Conv2D(nn.Conv2D):
     known size, which ONNX takes.
     """
 
+    def __init__(self, channels, kernel_size, strides=2, padding=None, dilation=1, **kwargs):
+        if strides not in (2, (2, 2)) or dilation not in (1, (1, 1)) or kernel_size % 2 == 0 or padding not in (
+                kernel_size // 2, (kernel_size // 2,) * 2):
+            raise ValueError('SameStride2Conv2D is TF \'SAME\' for stride 2, an odd undilated kernel and padding '
+                             'kernel // 2, not strides=%r kernel_size=%r padding=%r dilation=%r'
+                             % (strides, kernel_size, padding, dilation))
+        super().__init__(channels, kernel_size, strides=strides, padding=padding, dilation=dilation, **kwargs)
+
     def hybrid_forward(self, F, x, weight, bias=None):
         flipped = reversed_rows_and_columns
         args = (flipped(F, x), flipped(F, weight)) + (() if bias is None else (bias,))

@@ -89,9 +89,9 @@ class ConvBN(nn.HybridBlock):
         self.relu, self.relu_slope = relu, relu_slope
         with self.name_scope():
             self.conv = conv_class(channels, kernel_size, strides=stride,
-                                  padding=same_padding(kernel_size, rate) if padding is None else padding,
-                                  dilation=rate, groups=groups, use_bias=bias, in_channels=in_channels,
-                                  weight_initializer=weight_init)
+                                   padding=same_padding(kernel_size, rate) if padding is None else padding,
+                                   dilation=rate, groups=groups, use_bias=bias, in_channels=in_channels,
+                                   weight_initializer=weight_init)
             self.bn = normalization(channels, norm_layer, bn_epsilon)
         self.conv.weight.wd_mult = 0.0 if groups > 1 else 1.0
         if bias:

@@ -68,3 +68,24 @@ def test_train_a_backbone_from_scratch_and_refuse_a_crop_it_cannot_take(shapes96
     small = run_script('train.py', *train_args(shapes96, tmp_path / 'mnv3', '--backbone', 'mobilenet_v3_small_seg'),
                        '--val-split', 'none', check=False)
     one_line_error(small, 'train.py', '--crop-size 65x65', '769x769', status=2)
+
+
+def test_a_finegrain_imagenet_backbone_that_deeplab_cannot_hold_is_refused_in_one_line(shapes96, tmp_path):
+    """slim's EdgeTPU x0.75 ImageNet checkpoint keeps Conv_1 (layer_24) at 1280 channels (finegrain mode);
+    DeepLab's x0.75 EdgeTPU backbone, where that conv sits, has 960: training says so, naming the tensor."""
+    import mxnet as mx
+
+    from mylib.fileio import write_json
+    spec = ModelSpec('mobilenet_edgetpu', 1001, task='classification', output_stride=32, depth_multiplier=0.75,
+                     finegrain_classification_mode=True)
+    net = build_network(spec)
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 3, 64, 64)))
+    params = tmp_path / 'edgetpu_075.params'
+    net.save_parameters(str(params))
+    write_json(str(params)[:-len('.params')] + '.json', {'kind': spec.task, 'num_classes': 1001,
+                                                        'model': spec.to_json()})
+    result = run_script('train.py', *train_args(shapes96, tmp_path / 'run', '--init', params, iterations=2),
+                        '--val-split', 'none', check=False, env=ONE_THREAD)
+    one_line_error(result, 'train.py', 'backbone.layer_24.conv.weight has shape (1280, 144, 1, 1)',
+                   'the model needs (960, 144, 1, 1)')

@@ -119,6 +119,15 @@ def pooled_stage_plan(output_stride, stages=3, stem_stride=4):
     return plan
 
 
+def stride_or_dilation(stride, rate, step, output_stride):
+    """(stride, rate, step taken) after a layer that would subsample by `step` (the PyTorch backbones' rule:
+    torchvision's replace_stride_with_dilation): past `output_stride` it keeps stride 1 and multiplies the
+    rate by `step` instead."""
+    if stride * step > output_stride:
+        return stride, rate * step, 1
+    return stride * step, rate, step
+
+
 def smallest_side(fits, limit=4096):
     """The smallest input side for which `fits(side)` (the sizes through a backbone's pools stay valid)."""
     return next(side for side in range(1, limit) if fits(side))

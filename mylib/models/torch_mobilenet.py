@@ -12,7 +12,7 @@ from collections import namedtuple
 
 from mxnet.gluon import nn
 
-from .layers import batch_norm
+from .layers import batch_norm, stride_or_dilation
 from .mobilenet import build_layer
 from .mobilenet_spec import Planned, make_divisible
 
@@ -57,10 +57,7 @@ def plan_layers(blocks=MOBILENET_V3_LARGE, output_stride=16):
     planned = [Planned('layer_1', 'conv', 3, None, STEM, 3, 2, 1, 'hard_swish', None, False)]
     stride, rate, in_channels = 2, 1, STEM
     for index, block in enumerate(blocks, 2):
-        block_stride = block.stride
-        if stride * block.stride > output_stride:
-            rate, block_stride = rate * block.stride, 1
-        stride *= block_stride
+        stride, rate, block_stride = stride_or_dilation(stride, rate, block.stride, output_stride)
         squeeze = (make_divisible(block.expanded // SQUEEZE_FACTOR, SQUEEZE_DIVISOR) if block.squeeze_excite
                    else None)
         planned.append(Planned('layer_%d' % index, 'expanded_conv', in_channels,

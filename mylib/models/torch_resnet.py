@@ -11,7 +11,7 @@ from collections import namedtuple
 
 from mxnet.gluon import nn
 
-from .layers import ConvBN, batch_norm
+from .layers import ConvBN, batch_norm, stride_or_dilation
 
 Layer = namedtuple('Layer', ['name', 'planes', 'blocks', 'stride'])
 Layer.__doc__ = """One torchvision ResNet layer: `blocks` bottlenecks, named `<name>_<i>` from 0 (torchvision's
@@ -46,10 +46,8 @@ def unit_plan(layers, output_stride=16, first_unit_dilated=False):
         raise ValueError('ResNet output stride %r: use 8, 16 or 32' % (output_stride,))
     units, stride, rate = [], STEM_STRIDE, 1
     for layer in layers:
-        layer_stride, previous_rate = layer.stride, rate
-        if stride * layer.stride > output_stride:
-            rate, layer_stride = rate * layer.stride, 1
-        stride *= layer_stride
+        previous_rate = rate
+        stride, rate, layer_stride = stride_or_dilation(stride, rate, layer.stride, output_stride)
         for index in range(layer.blocks):
             first = index == 0
             units.append(Unit('%s_%d' % (layer.name, index), layer.name, layer.planes,

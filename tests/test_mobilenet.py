@@ -232,8 +232,7 @@ def test_every_parameter_has_one_row_and_the_shapes_agree(variant, classifier, d
     params = net._collect_params_with_prefix()
     table = tensor_table(rows)
     assert sorted(gluon for gluon, _ in table.values()) == sorted(params)
-    weights = {'%s/%s' % (scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
-               for scope, _, kind, shape in found}
+    weights = tables.weight_shapes(found)
     for tf_name, shape in weights.items():
         gluon, layout = table[tf_name]
         assert to_gluon_layout(np.zeros(shape), layout).shape == params[gluon].shape, tf_name
@@ -260,22 +259,15 @@ def test_detect_reads_the_reference_manifests(name, expected):
         assert all(tuple(shapes[n]) == tuple(s) for n, s in manifest_shapes(name).items() if n in table)
 
 
-def _weight_shapes_of(found):
-    return {'%s/%s' % (scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
-            for scope, _, kind, shape in found}
-
-
 @pytest.mark.fast
 def test_detect_finds_the_depth_multiplier_and_refuses_other_shapes():
     for variant in VARIANT_NAMES:
-        found = tables.entries(plan_layers(variant, 0.5, 32), tables.SCOPES[variant])
-        shapes = {'%s/%s' % (scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
-                  for scope, _, kind, shape in found}
+        shapes = tables.weight_shapes(tables.entries(plan_layers(variant, 0.5, 32), tables.SCOPES[variant]))
         assert tables.detect(shapes) == {'variant': variant, 'depth_multiplier': 0.5, 'classifier': False,
                                          'num_classes': None, 'finegrain': False}
     for variant, multiplier in (('mobilenet_v2', 0.5), ('mobilenet_v2', 0.35), ('mobilenet_edgetpu', 0.75)):
         # slim's mobilenet_v2_050 / _035 and mobilenet_v3.edge_tpu_075 keep Conv_1 at 1280 channels
-        shapes = _weight_shapes_of(tables.classifier_entries(multiplier, 1001, variant, finegrain=True))
+        shapes = tables.weight_shapes(tables.classifier_entries(multiplier, 1001, variant, finegrain=True))
         assert tables.detect(shapes) == {'variant': variant, 'depth_multiplier': multiplier, 'classifier': True,
                                          'num_classes': 1001, 'finegrain': True}
     shapes = manifest_shapes('mnv3l_city19')

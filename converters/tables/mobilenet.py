@@ -13,7 +13,7 @@ The table module itself is plain Python; importing it imports MXNet only through
 which imports the networks.
 """
 from mylib.errors import ConversionError
-from mylib.models.mobilenet_spec import VARIANTS, plan_layers
+from mylib.models.mobilenet_spec import CLASSIFIER_VARIANTS, VARIANTS, plan_layers
 
 # official feature_extractor.name_scope; the slim classifiers use 'MobilenetV2' and 'MobilenetEdgeTPU' too
 SCOPES = {'mobilenet_v2': 'MobilenetV2', 'mobilenet_v3_large_seg': 'MobilenetV3',
@@ -22,7 +22,6 @@ SCOPES = {'mobilenet_v2': 'MobilenetV2', 'mobilenet_v3_large_seg': 'MobilenetV3'
 # ... (official mbv3_fused is an expanded_conv too, and counts with them)
 OP_SCOPES = {'conv': 'Conv', 'expanded_conv': 'expanded_conv', 'fused_conv': 'expanded_conv'}
 LOGITS = 'Logits/Conv2d_1c_1x1'  # official mobilenet.mobilenet: the legacy scope of the logits
-CLASSIFIERS = ('mobilenet_v2', 'mobilenet_edgetpu')  # the slim ImageNet classifiers (mobilenet_v3.edge_tpu)
 PUBLISHED_MULTIPLIERS = (1.0, 0.75, 0.5, 0.35, 1.3, 1.4)  # of the slim and DeepLab MobileNet checkpoints
 CLASSIFIER_ROUNDING = (8, 8)  # the slim classifier: depth_multiplier's defaults divisible_by=8, min_depth=8
 
@@ -99,8 +98,8 @@ def _variant_in(shapes):
     return None
 
 
-def _weight_shapes(found):
-    """{TF weights name: shape} of `entries`."""
+def weight_shapes(found):
+    """{TF weights name: shape} of `entries` (what a checkpoint of them holds)."""
     return {'%s/%s' % (tf_scope, 'depthwise_weights' if kind == 'depthwise_bn' else 'weights'): shape
             for tf_scope, _, kind, shape in found}
 
@@ -121,7 +120,7 @@ def detect(shapes):
         return None
     spec, scope = VARIANTS[variant], SCOPES[variant]
     logits = shapes.get('%s/%s/weights' % (scope, LOGITS))
-    classifier = variant in CLASSIFIERS and logits is not None
+    classifier = variant in CLASSIFIER_VARIANTS and logits is not None
     final = entries(plan_layers(variant, 1.0, 32), scope)[-1]  # the final layer's last conv (v2: a projection)
     width = shapes.get(final[0] + '/weights', (None,))[-1]
     read = [width / final[3][-1], round(width / final[3][-1], 2)] if width else []
@@ -129,7 +128,7 @@ def detect(shapes):
                   for finegrain in ((False, True) if classifier and multiplier < 1 else (False,))]
     first_mismatch = None
     for multiplier, finegrain in candidates:
-        expected = _weight_shapes(classifier_entries(multiplier, int(logits[-1]), variant, finegrain) if classifier
+        expected = weight_shapes(classifier_entries(multiplier, int(logits[-1]), variant, finegrain) if classifier
                                   else entries(plan_layers(variant, multiplier, 32), scope))
         mismatch = next((name for name, shape in expected.items() if tuple(shapes.get(name, ())) != shape), None)
         if mismatch is None:

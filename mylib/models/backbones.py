@@ -16,6 +16,7 @@ from . import densenet, mobilenet, resnet, torch_mobilenet, torch_resnet, vovnet
 from .densenet import DenseNet
 from .layers import BN_MOMENTUM, batch_norm
 from .mobilenet import MobileNetBackbone, MobileNetClassifier
+from .mobilenet_spec import CLASSIFIER_VARIANTS
 from .resnet import ResNetV1Beta, ResNetV1BetaClassifier
 from .torch_mobilenet import TorchMobileNetV3
 from .torch_resnet import TorchResNet
@@ -83,7 +84,7 @@ def _resnet_classifier(spec, norm_layer):
 
 
 def _mobilenet_classifier(spec, norm_layer):
-    if spec.model_variant not in ('mobilenet_v2', 'mobilenet_edgetpu'):
+    if spec.model_variant not in CLASSIFIER_VARIANTS:
         raise ValueError('%s has no ImageNet classifier in the official releases' % spec.model_variant)
     return MobileNetClassifier(spec.num_classes, spec.depth_multiplier, spec.model_variant, norm_layer=norm_layer,
                                finegrain=spec.finegrain_classification_mode)

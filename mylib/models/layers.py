@@ -110,12 +110,8 @@ def pooled_stage_plan(output_stride, stages=3, stem_stride=4):
         raise ValueError('output stride %r: use 8, 16 or 32' % (output_stride,))
     plan, stride, rate = [(False, 1)], stem_stride, 1
     for _ in range(stages):
-        if stride * 2 <= output_stride:
-            stride *= 2
-            plan.append((True, rate))
-        else:
-            rate *= 2
-            plan.append((False, rate))
+        stride, rate, step = stride_or_dilation(stride, rate, 2, output_stride)
+        plan.append((step == 2, rate))
     return plan
 
 

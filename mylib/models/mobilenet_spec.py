@@ -156,6 +156,9 @@ VARIANTS = {  # by official model_variant
     'mobilenet_edgetpu': Variant(MOBILENET_EDGETPU, 24, {}),  # _MOBILENET_EDGETPU 'layer_24'; no decoder end points
 }
 
+# the variants whose slim ImageNet classifiers were published (mobilenet_v2.mobilenet, mobilenet_v3.edge_tpu)
+CLASSIFIER_VARIANTS = ('mobilenet_v2', 'mobilenet_edgetpu')
+
 SQUEEZE_FACTOR = 4  # official mobilenet_v3.squeeze_excite: squeeze_factor=4, channels divisible by 8
 SQUEEZE_DIVISOR = 8
 
